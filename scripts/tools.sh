@@ -1,0 +1,52 @@
+# Sourced by the other scripts: makes sure every build tool is present, installing
+# what is missing from the package registries only, and puts them on PATH.
+#
+# Installs are kept per user (UIP_CACHE, default ~/.cache/uip-realtime) keyed by
+# version, so a fresh clone on the same machine reuses them, and are linked into
+# the git-ignored project folder .tools/bin.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+UIP_CACHE="${UIP_CACHE:-$HOME/.cache/uip-realtime}"
+TOOLS_BIN="$ROOT/.tools/bin"
+WORKER_BUILD_VERSION="0.8.7"
+mkdir -p "$TOOLS_BIN" "$UIP_CACHE/tools"
+
+log() { printf '[uip] %s\n' "$*" >&2; }
+
+# cargo_tool CRATE VERSION BIN: installs CRATE@VERSION once, links BIN.
+cargo_tool() {
+  local crate="$1" version="$2" bin="$3"
+  local root="$UIP_CACHE/tools/$crate-$version"
+  if [ ! -x "$root/bin/$bin" ]; then
+    log "installing $crate $version from crates.io (one-time, several minutes)"
+    # wasm-bindgen-cli's lock file pins crates the registry may lack: no --locked.
+    cargo install "$crate" --version "=$version" --root "$root.partial" --force >&2
+    rm -rf "$root" && mv "$root.partial" "$root"
+  fi
+  ln -sf "$root/bin/$bin" "$TOOLS_BIN/$bin"
+}
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  log "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown >&2
+fi
+
+WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock")"
+if [ -z "$WASM_BINDGEN_VERSION" ]; then
+  log "cannot read the wasm-bindgen version from Cargo.lock"
+  exit 1
+fi
+cargo_tool worker-build "$WORKER_BUILD_VERSION" worker-build
+cargo_tool wasm-bindgen-cli "$WASM_BINDGEN_VERSION" wasm-bindgen
+
+if [ ! -x "$ROOT/node_modules/.bin/wrangler" ] || [ "$ROOT/package-lock.json" -nt "$ROOT/node_modules/.package-lock.json" ]; then
+  log "installing npm packages (wrangler, workerd, esbuild)"
+  (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error >&2)
+fi
+
+export PATH="$TOOLS_BIN:$ROOT/node_modules/.bin:$PATH"
+# worker-build would download these from GitHub; point it at the local ones.
+export WASM_BINDGEN_BIN="$TOOLS_BIN/wasm-bindgen"
+export ESBUILD_BIN="$ROOT/node_modules/.bin/esbuild"
+export WRANGLER_SEND_METRICS=false

@@ -1,0 +1,105 @@
+//! Gateway settings, read from `wrangler.toml` `[vars]` with SPEC defaults.
+
+/// Every tunable of the gateway. `Default` is the SPEC's values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Subscriptions per connection (`MAX_SUBSCRIPTIONS`).
+    pub max_subscriptions: usize,
+    /// Client frames per 60 s (`MAX_MESSAGES_PER_MINUTE`).
+    pub max_messages_per_minute: u32,
+    /// Client frames per burst window (`BURST_LIMIT`).
+    pub burst_limit: u32,
+    /// Burst window in seconds (`BURST_WINDOW_S`).
+    pub burst_window_s: u32,
+    /// Namespaces allowed for `NAME:ID` channels (`NAMESPACES`, comma separated).
+    pub namespaces: Vec<String>,
+    /// Seconds a socket may stay unauthenticated (`AUTH_TIMEOUT_S`).
+    pub auth_timeout_s: u32,
+    /// Leeway for `exp`/`nbf` in seconds (`JWT_LEEWAY_S`).
+    pub jwt_leeway_s: u32,
+    /// Events kept in a channel's history (`HISTORY_MAX_EVENTS`).
+    pub history_max_events: u64,
+    /// Seconds an event is kept in history (`HISTORY_MAX_AGE_S`).
+    pub history_max_age_s: u64,
+    /// Seconds an event `id` is remembered for idempotency (`IDEMPOTENCY_WINDOW_S`).
+    pub idempotency_window_s: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_subscriptions: 10,
+            max_messages_per_minute: 1000,
+            burst_limit: 50,
+            burst_window_s: 5,
+            namespaces: vec!["conversation".to_owned()],
+            auth_timeout_s: 10,
+            jwt_leeway_s: 30,
+            history_max_events: 1000,
+            history_max_age_s: 600,
+            idempotency_window_s: 600,
+        }
+    }
+}
+
+impl Config {
+    /// Builds the config from a variable lookup (the Worker's `env.var`), keeping
+    /// the default for anything absent or unparsable.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let d = Config::default();
+        fn num<T: std::str::FromStr>(v: Option<String>, default: T) -> T {
+            v.and_then(|s| s.trim().parse().ok()).unwrap_or(default)
+        }
+        let namespaces = lookup("NAMESPACES")
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or(d.namespaces);
+        Config {
+            max_subscriptions: num(lookup("MAX_SUBSCRIPTIONS"), d.max_subscriptions),
+            max_messages_per_minute: num(
+                lookup("MAX_MESSAGES_PER_MINUTE"),
+                d.max_messages_per_minute,
+            ),
+            burst_limit: num(lookup("BURST_LIMIT"), d.burst_limit),
+            burst_window_s: num(lookup("BURST_WINDOW_S"), d.burst_window_s).max(1),
+            namespaces,
+            auth_timeout_s: num(lookup("AUTH_TIMEOUT_S"), d.auth_timeout_s),
+            jwt_leeway_s: num(lookup("JWT_LEEWAY_S"), d.jwt_leeway_s),
+            history_max_events: num(lookup("HISTORY_MAX_EVENTS"), d.history_max_events).max(1),
+            history_max_age_s: num(lookup("HISTORY_MAX_AGE_S"), d.history_max_age_s),
+            idempotency_window_s: num(lookup("IDEMPOTENCY_WINDOW_S"), d.idempotency_window_s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_spec_values() {
+        let c = Config::default();
+        assert_eq!(c.max_subscriptions, 10);
+        assert_eq!(c.max_messages_per_minute, 1000);
+        assert_eq!((c.burst_limit, c.burst_window_s), (50, 5));
+        assert_eq!(c.namespaces, vec!["conversation"]);
+    }
+
+    #[test]
+    fn lookup_overrides_and_ignores_garbage() {
+        let c = Config::from_lookup(|k| match k {
+            "BURST_LIMIT" => Some("7".into()),
+            "MAX_SUBSCRIPTIONS" => Some("lots".into()),
+            "NAMESPACES" => Some("conversation, room ,".into()),
+            _ => None,
+        });
+        assert_eq!(c.burst_limit, 7);
+        assert_eq!(c.max_subscriptions, 10);
+        assert_eq!(c.namespaces, vec!["conversation", "room"]);
+    }
+}

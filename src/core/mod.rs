@@ -1,0 +1,14 @@
+//! The I/O-free core: protocol types, errors, auth, channels, filters, limits
+//! and snapshot rules. Nothing here depends on `worker`; the glue in `src/` and
+//! `durable_objects/` carries out the decisions made here.
+
+pub mod auth;
+pub mod channel;
+pub mod config;
+pub mod error;
+pub mod filter;
+pub mod limits;
+pub mod protocol;
+pub mod session;
+pub mod snapshot;
+pub mod time;

@@ -1,0 +1,18 @@
+//! uip-realtime: a real-time WebSocket gateway on Cloudflare Workers.
+//!
+//! [`core`] holds the protocol and every rule, free of I/O and unit-tested on
+//! the host; the Worker (`router`) and the Durable Objects (`durable_objects/`)
+//! are thin wasm32-only glue over it.
+
+pub mod core;
+
+#[cfg(target_arch = "wasm32")]
+mod glue;
+#[cfg(target_arch = "wasm32")]
+mod router;
+#[cfg(target_arch = "wasm32")]
+#[path = "../durable_objects/room_store.rs"]
+mod room_store;
+#[cfg(target_arch = "wasm32")]
+#[path = "../durable_objects/channel_room.rs"]
+mod channel_room;

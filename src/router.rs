@@ -1,0 +1,323 @@
+//! The stateless Worker: parses the URL, checks the token, validates publishes,
+//! and forwards to the channel's Durable Object.
+
+use std::collections::BTreeMap;
+
+use futures::future::join_all;
+use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response, Result, Stub};
+
+use crate::core::auth::{self, Claims};
+use crate::core::channel::Channel;
+use crate::core::config::Config;
+use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
+use crate::core::protocol::{parse_publish, PublishEvent, PublishResult, MAX_FRAME_BYTES};
+use crate::glue::{self, error_response, json_response, now_ms, refuse_upgrade};
+
+/// Header carrying claims the Worker already verified to a Durable Object.
+pub const CLAIMS_HEADER: &str = "x-uip-claims";
+/// Header carrying the channel name to its room.
+pub const CHANNEL_HEADER: &str = "x-uip-channel";
+/// Binding of the ChannelRoom namespace.
+pub const ROOM_BINDING: &str = "CHANNEL_ROOM";
+/// Room name used by `/healthz`; never a valid channel name.
+const HEALTH_ROOM: &str = "__healthz";
+
+#[event(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let result = route(req, &env).await;
+    match result {
+        Ok(resp) => Ok(resp),
+        Err(err) => {
+            worker::console_error!("request failed: {err}");
+            error_response(&ApiError::internal("the gateway could not complete the request"))
+        }
+    }
+}
+
+/// What a path names, before the method is checked.
+enum Route<'a> {
+    Health,
+    Publish,
+    ChannelWs(&'a str),
+    Snapshot(&'a str),
+    NotFound,
+}
+
+fn parse_path(path: &str) -> Route<'_> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["healthz"] => Route::Health,
+        ["v1", "publish"] => Route::Publish,
+        ["ws", channel] if !channel.is_empty() => Route::ChannelWs(channel),
+        ["v1", "channels", channel, "snapshot"] => Route::Snapshot(channel),
+        _ => Route::NotFound,
+    }
+}
+
+fn method_not_allowed(allow: &str) -> Result<Response> {
+    let err = ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("this path only answers {allow}"),
+    );
+    let resp = error_response(&err)?;
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    headers.set("allow", allow)?;
+    Ok(resp.with_headers(headers))
+}
+
+/// Percent-decodes a path segment (channel names may carry `:` and `@`).
+fn decode_segment(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn route(req: Request, env: &Env) -> Result<Response> {
+    let url = req.url()?;
+    let method = req.method();
+    match parse_path(url.path()) {
+        Route::Health => match method {
+            Method::Get | Method::Head => health(env).await,
+            _ => method_not_allowed("GET"),
+        },
+        Route::Publish => match method {
+            Method::Post => publish(req, env).await,
+            _ => method_not_allowed("POST"),
+        },
+        Route::ChannelWs(raw) => match method {
+            Method::Get => channel_socket(req, env, raw).await,
+            _ => method_not_allowed("GET"),
+        },
+        Route::Snapshot(raw) => match method {
+            Method::Get => snapshot(req, env, raw).await,
+            _ => method_not_allowed("GET"),
+        },
+        Route::NotFound => error_response(
+            &ApiError::new(ErrorCode::NotFound, format!("no route for {}", url.path()))
+                .with("path", url.path()),
+        ),
+    }
+}
+
+fn room(env: &Env, name: &str) -> Result<Stub> {
+    env.durable_object(ROOM_BINDING)?.get_by_name(name)
+}
+
+async fn health(env: &Env) -> Result<Response> {
+    let resp = room(env, HEALTH_ROOM)?
+        .fetch_with_str("https://room/health")
+        .await;
+    match resp {
+        Ok(r) if r.status_code() == 200 => json_response(r#"{"status":"ok"}"#.into(), 200),
+        _ => error_response(&ApiError::new(
+            ErrorCode::Overloaded,
+            "the Durable Objects cannot be reached",
+        )),
+    }
+}
+
+/// Verifies `Authorization: Bearer` for the HTTP API.
+fn bearer(req: &Request, env: &Env, config: &Config) -> std::result::Result<Claims, ApiError> {
+    let header = req.headers().get("authorization").ok().flatten();
+    let token = header
+        .as_deref()
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::new(ErrorCode::AuthFailed, "missing 'Authorization: Bearer <token>'"))?;
+    auth::verify(
+        token,
+        &glue::jwt_secret(env),
+        now_ms() / 1000,
+        i64::from(config.jwt_leeway_s),
+    )
+}
+
+fn channel_from_path(raw: &str, config: &Config) -> std::result::Result<Channel, ApiError> {
+    let name = decode_segment(raw).ok_or_else(|| ApiError::channel_not_found(raw))?;
+    Channel::parse(&name, config)
+}
+
+async fn channel_socket(req: Request, env: &Env, raw: &str) -> Result<Response> {
+    let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return error_response(&ApiError::new(
+            ErrorCode::UpgradeRequired,
+            "this path takes a WebSocket upgrade",
+        ));
+    }
+    let config = glue::config(env);
+    let channel = match channel_from_path(raw, &config) {
+        Ok(c) => c,
+        Err(e) => return refuse_upgrade(&e, ErrorFrame::Error, CloseCode::ChannelNotFound),
+    };
+    let url = req.url()?;
+    let token = url
+        .query_pairs()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned());
+    let headers = Headers::new();
+    headers.set("upgrade", "websocket")?;
+    headers.set(CHANNEL_HEADER, channel.name())?;
+    if let Some(token) = token {
+        let claims = auth::verify(
+            &token,
+            &glue::jwt_secret(env),
+            now_ms() / 1000,
+            i64::from(config.jwt_leeway_s),
+        );
+        match claims {
+            Ok(c) => headers.set(CLAIMS_HEADER, &to_json(&c))?,
+            Err(e) => return refuse_upgrade(&e, ErrorFrame::AuthFailed, CloseCode::AuthFailed),
+        }
+    }
+    let mut target = url.clone();
+    target.set_path("/ws");
+    let mut init = RequestInit::new();
+    init.with_headers(headers);
+    let forwarded = Request::new_with_init(target.as_str(), &init)?;
+    room(env, channel.name())?.fetch_with_request(forwarded).await
+}
+
+async fn snapshot(req: Request, env: &Env, raw: &str) -> Result<Response> {
+    let config = glue::config(env);
+    let claims = match bearer(&req, env, &config) {
+        Ok(c) => c,
+        Err(e) => return error_response(&e),
+    };
+    let channel = match channel_from_path(raw, &config) {
+        Ok(c) => c,
+        Err(e) => return error_response(&e),
+    };
+    if !claims.allows(&channel, false) {
+        return error_response(&ApiError::forbidden_channel(channel.name()));
+    }
+    let headers = Headers::new();
+    headers.set(CHANNEL_HEADER, channel.name())?;
+    let mut init = RequestInit::new();
+    init.with_headers(headers);
+    let req = Request::new_with_init("https://room/snapshot", &init)?;
+    room(env, channel.name())?.fetch_with_request(req).await
+}
+
+async fn publish(mut req: Request, env: &Env) -> Result<Response> {
+    let config = glue::config(env);
+    let claims = match bearer(&req, env, &config) {
+        Ok(c) => c,
+        Err(e) => return error_response(&e),
+    };
+    if !claims.scopes.publish {
+        return error_response(&ApiError::new(
+            ErrorCode::Forbidden,
+            "publishing needs a token with scope 'publish'",
+        ));
+    }
+    let declared = req
+        .headers()
+        .get("content-length")?
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_FRAME_BYTES) {
+        return error_response(&ApiError::new(ErrorCode::MessageTooLarge, "publish body is over 1 MiB"));
+    }
+    let body = match req.text().await {
+        Ok(b) => b,
+        Err(_) => {
+            return error_response(&ApiError::new(ErrorCode::InvalidMessage, "the body must be UTF-8 JSON"))
+        }
+    };
+    let events = match parse_publish(&body, &config) {
+        Ok(e) => e,
+        Err(e) => return error_response(&e),
+    };
+    for (i, ev) in events.iter().enumerate() {
+        // parse_publish validated every name; Channel::parse cannot fail here.
+        let Ok(channel) = Channel::parse(&ev.channel, &config) else { continue };
+        if !claims.allows(&channel, true) {
+            let mut err = ApiError::forbidden_channel(&ev.channel);
+            if events.len() > 1 {
+                err = err.with("index", i);
+            }
+            return error_response(&err);
+        }
+    }
+
+    // One room call per channel, in parallel; order within a channel is kept.
+    let mut groups: BTreeMap<&str, Vec<(usize, &PublishEvent)>> = BTreeMap::new();
+    for (i, ev) in events.iter().enumerate() {
+        groups.entry(ev.channel.as_str()).or_default().push((i, ev));
+    }
+    let calls = groups.iter().map(|(channel, items)| async move {
+        let batch: Vec<&PublishEvent> = items.iter().map(|(_, e)| *e).collect();
+        (items, room_publish(env, channel, &batch).await)
+    });
+    let mut results: Vec<Option<PublishResult>> = vec![None; events.len()];
+    for (items, outcome) in join_all(calls).await {
+        match outcome {
+            Ok(list) if list.len() == items.len() => {
+                for ((i, _), r) in items.iter().zip(list) {
+                    results[*i] = Some(r);
+                }
+            }
+            Ok(_) => return error_response(&ApiError::internal("a channel answered a malformed result")),
+            Err(err) => return error_response(&err),
+        }
+    }
+    #[derive(serde::Serialize)]
+    struct Answer {
+        results: Vec<PublishResult>,
+    }
+    glue::ok_json(&Answer {
+        results: results.into_iter().flatten().collect(),
+    })
+}
+
+async fn room_publish(
+    env: &Env,
+    channel: &str,
+    batch: &[&PublishEvent],
+) -> std::result::Result<Vec<PublishResult>, ApiError> {
+    let unreachable = |_| ApiError::new(ErrorCode::Overloaded, "the channel could not be reached; retry with the same event ids");
+    let headers = Headers::new();
+    headers.set(CHANNEL_HEADER, channel).map_err(unreachable)?;
+    headers.set("content-type", "application/json").map_err(unreachable)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(to_json(batch).into()));
+    let req = Request::new_with_init("https://room/publish", &init).map_err(unreachable)?;
+    let stub = room(env, channel).map_err(unreachable)?;
+    let mut resp = stub.fetch_with_request(req).await.map_err(unreachable)?;
+    let text = resp.text().await.map_err(unreachable)?;
+    if resp.status_code() != 200 {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            error: ApiErrorIn,
+        }
+        #[derive(serde::Deserialize)]
+        struct ApiErrorIn {
+            message: String,
+        }
+        let message = serde_json::from_str::<Body>(&text)
+            .map(|b| b.error.message)
+            .unwrap_or_else(|_| text.clone());
+        let code = if resp.status_code() == 503 { ErrorCode::Overloaded } else { ErrorCode::InternalError };
+        return Err(ApiError::new(code, message).with("channel", channel));
+    }
+    serde_json::from_str(&text).map_err(|e| ApiError::internal(format!("bad room answer: {e}")))
+}
