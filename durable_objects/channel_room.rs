@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use wasm_bindgen::JsValue;
 use worker::{
-    durable_object, DurableObject, Env, Request, Response, Result, State, WebSocket,
+    durable_object, DurableObject, Env, Request, Response, Result, ScheduledTime, State, WebSocket,
     WebSocketIncomingMessage, WebSocketPair,
 };
 
@@ -64,7 +64,9 @@ fn connection_id() -> String {
 
 impl DurableObject for ChannelRoom {
     fn new(state: State, env: Env) -> Self {
-        if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new(PING_REQUEST, PING_RESPONSE) {
+        if let Ok(pair) =
+            worker::worker_sys::WebSocketRequestResponsePair::new(PING_REQUEST, PING_RESPONSE)
+        {
             state.set_websocket_auto_response(&pair);
         }
         let store = match RoomStore::open(state.storage().sql()) {
@@ -75,7 +77,13 @@ impl DurableObject for ChannelRoom {
             }
         };
         let config = glue::config(&env);
-        ChannelRoom { state, env, config, store, targets: RefCell::new(None) }
+        ChannelRoom {
+            state,
+            env,
+            config,
+            store,
+            targets: RefCell::new(None),
+        }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
@@ -89,14 +97,27 @@ impl DurableObject for ChannelRoom {
         }
     }
 
-    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Result<()> {
         self.on_message(&ws, message).await;
         Ok(())
     }
 
-    async fn websocket_close(&self, ws: WebSocket, _code: usize, _reason: String, _clean: bool) -> Result<()> {
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        _code: usize,
+        _reason: String,
+        _clean: bool,
+    ) -> Result<()> {
         self.invalidate();
-        let _ = ws.close(Some(CloseCode::Normal.code()), Some(CloseCode::Normal.reason()));
+        let _ = ws.close(
+            Some(CloseCode::Normal.code()),
+            Some(CloseCode::Normal.reason()),
+        );
         Ok(())
     }
 
@@ -119,7 +140,10 @@ impl DurableObject for ChannelRoom {
                 ),
                 Deadline::Expired => refuse(
                     &ws,
-                    &ApiError::new(ErrorCode::AuthExpired, "token has expired; reconnect with a fresh token"),
+                    &ApiError::new(
+                        ErrorCode::AuthExpired,
+                        "token has expired; reconnect with a fresh token",
+                    ),
                     ErrorFrame::Error,
                     CloseCode::AuthFailed,
                 ),
@@ -129,7 +153,7 @@ impl DurableObject for ChannelRoom {
         }
         self.invalidate();
         if let Some(t) = next {
-            self.state.storage().set_alarm(t).await?;
+            self.state.storage().set_alarm(at(t)).await?;
         }
         Response::ok("")
     }
@@ -137,11 +161,18 @@ impl DurableObject for ChannelRoom {
 
 impl ChannelRoom {
     fn store(&self) -> std::result::Result<&RoomStore, ApiError> {
-        self.store.as_ref().ok_or_else(|| ApiError::internal("channel storage is unavailable"))
+        self.store
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("channel storage is unavailable"))
     }
 
     fn channel_of(req: &Request, config: &Config) -> std::result::Result<Channel, ApiError> {
-        let name = req.headers().get(CHANNEL_HEADER).ok().flatten().unwrap_or_default();
+        let name = req
+            .headers()
+            .get(CHANNEL_HEADER)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         Channel::parse(&name, config)
     }
 
@@ -159,7 +190,10 @@ impl ChannelRoom {
             .into_iter()
             .filter_map(|ws| {
                 let s = load(&ws)?;
-                s.receives().then_some(Target { ws, filters: s.filters })
+                s.receives().then_some(Target {
+                    ws,
+                    filters: s.filters,
+                })
             })
             .collect();
         let list = Rc::new(list);
@@ -173,7 +207,7 @@ impl ChannelRoom {
         let storage = self.state.storage();
         let current = storage.get_alarm().await.ok().flatten();
         if current.is_none_or(|c| c > deadline) {
-            if let Err(e) = storage.set_alarm(deadline).await {
+            if let Err(e) = storage.set_alarm(at(deadline)).await {
                 worker::console_error!("cannot set alarm: {e}");
             }
         }
@@ -184,7 +218,10 @@ impl ChannelRoom {
             Ok(c) => c,
             Err(e) => return error_response(&e),
         };
-        let batch = req.url()?.query_pairs().any(|(k, v)| k == "batch" && v == "1");
+        let batch = req
+            .url()?
+            .query_pairs()
+            .any(|(k, v)| k == "batch" && v == "1");
         let claims: Option<Claims> = req
             .headers()
             .get(CLAIMS_HEADER)?
@@ -195,7 +232,8 @@ impl ChannelRoom {
         let mut session = Session::new(connection_id(), channel.name().to_owned(), now_ms(), batch);
         match claims {
             Some(claims) => {
-                self.authenticate(&ws, &mut session, &claims, &channel, true).await;
+                self.authenticate(&ws, &mut session, &claims, &channel, true)
+                    .await;
             }
             None => {
                 self.send_rate_limit_info(&ws);
@@ -210,20 +248,36 @@ impl ChannelRoom {
         let ts = now_rfc3339();
         send_str(
             ws,
-            &ServerMessage::RateLimitInfo { timestamp: &ts, data: RateLimitInfo::from_config(&self.config) }.to_json(),
+            &ServerMessage::RateLimitInfo {
+                timestamp: &ts,
+                data: RateLimitInfo::from_config(&self.config),
+            }
+            .to_json(),
         );
     }
 
     /// Accepts verified claims on a socket: checks scope and channel, answers
     /// `auth.success`, and on a first authentication subscribes the socket.
     /// A refusal closes the socket; the session is saved either way.
-    async fn authenticate(&self, ws: &WebSocket, session: &mut Session, claims: &Claims, channel: &Channel, via_url: bool) {
+    async fn authenticate(
+        &self,
+        ws: &WebSocket,
+        session: &mut Session,
+        claims: &Claims,
+        channel: &Channel,
+        via_url: bool,
+    ) {
         if !claims.scopes.subscribe {
             let err = ApiError::new(ErrorCode::Forbidden, "the token lacks scope 'subscribe'");
             return refuse(ws, &err, ErrorFrame::Error, CloseCode::Forbidden);
         }
         if !claims.allows(channel, false) {
-            return refuse(ws, &ApiError::forbidden_channel(channel.name()), ErrorFrame::Error, CloseCode::Forbidden);
+            return refuse(
+                ws,
+                &ApiError::forbidden_channel(channel.name()),
+                ErrorFrame::Error,
+                CloseCode::Forbidden,
+            );
         }
         let first = session.identity.is_none();
         session.authenticate(claims, &self.config);
@@ -232,7 +286,11 @@ impl ChannelRoom {
             ws,
             &ServerMessage::AuthSuccess {
                 timestamp: &ts,
-                data: AuthSuccess { sub: claims.sub.as_deref(), exp: claims.exp, connection_id: &session.id },
+                data: AuthSuccess {
+                    sub: claims.sub.as_deref(),
+                    exp: claims.exp,
+                    connection_id: &session.id,
+                },
             }
             .to_json(),
         );
@@ -251,14 +309,21 @@ impl ChannelRoom {
     /// `subscribed` then the filtered `snapshot`.
     fn send_subscription(&self, ws: &WebSocket, session: &Session, recovered: Option<bool>) {
         let Ok(store) = self.store() else {
-            send_str(ws, &ApiError::internal("channel storage is unavailable").frame(ErrorFrame::Error, &now_rfc3339()));
+            send_str(
+                ws,
+                &ApiError::internal("channel storage is unavailable")
+                    .frame(ErrorFrame::Error, &now_rfc3339()),
+            );
             return;
         };
         let now = now_ms();
         let (head, rows) = match (store.head(), store.snapshot(now)) {
             (Ok(h), Ok(r)) => (h, r),
             _ => {
-                let err = ApiError::new(ErrorCode::SubscriptionFailed, "the channel state could not be read");
+                let err = ApiError::new(
+                    ErrorCode::SubscriptionFailed,
+                    "the channel state could not be read",
+                );
                 send_str(ws, &err.frame(ErrorFrame::Error, &now_rfc3339()));
                 return;
             }
@@ -268,7 +333,12 @@ impl ChannelRoom {
             ws,
             &ServerMessage::Subscribed {
                 timestamp: &ts,
-                data: Subscribed { channel: &session.channel, filters: session.filters.to_value(), seq: head, recovered },
+                data: Subscribed {
+                    channel: &session.channel,
+                    filters: session.filters.to_value(),
+                    seq: head,
+                    recovered,
+                },
             }
             .to_json(),
         );
@@ -276,7 +346,8 @@ impl ChannelRoom {
             .into_iter()
             .filter(|r| {
                 session.filters.is_empty()
-                    || serde_json::from_str::<Value>(&r.merged).is_ok_and(|m| session.filters.matches(&r.kind, &m))
+                    || serde_json::from_str::<Value>(&r.merged)
+                        .is_ok_and(|m| session.filters.matches(&r.kind, &m))
             })
             .filter_map(|r| RawValue::from_string(r.body).ok())
             .collect();
@@ -284,7 +355,11 @@ impl ChannelRoom {
             ws,
             &ServerMessage::Snapshot {
                 timestamp: &ts,
-                data: SnapshotData { channel: &session.channel, seq: head, events: bodies.iter().map(AsRef::as_ref).collect() },
+                data: SnapshotData {
+                    channel: &session.channel,
+                    seq: head,
+                    events: bodies.iter().map(AsRef::as_ref).collect(),
+                },
             }
             .to_json(),
         );
@@ -299,23 +374,42 @@ impl ChannelRoom {
         let text = match message {
             WebSocketIncomingMessage::String(s) => Some(s),
             WebSocketIncomingMessage::Binary(b) if b.len() > MAX_FRAME_BYTES => {
-                return refuse(ws, &too_large(), ErrorFrame::Error, CloseCode::MessageTooBig)
+                return refuse(
+                    ws,
+                    &too_large(),
+                    ErrorFrame::Error,
+                    CloseCode::MessageTooBig,
+                )
             }
             WebSocketIncomingMessage::Binary(_) => None,
         };
         if text.as_ref().is_some_and(|t| t.len() > MAX_FRAME_BYTES) {
-            return refuse(ws, &too_large(), ErrorFrame::Error, CloseCode::MessageTooBig);
+            return refuse(
+                ws,
+                &too_large(),
+                ErrorFrame::Error,
+                CloseCode::MessageTooBig,
+            );
         }
         if session.limiter.hit(now, &self.config).is_err() {
-            let err = ApiError::new(ErrorCode::RateLimitExceeded, "too many messages; slow down and reconnect")
-                .with("max_messages_per_minute", self.config.max_messages_per_minute)
-                .with("burst_limit", self.config.burst_limit)
-                .with("burst_window", self.config.burst_window_s);
+            let err = ApiError::new(
+                ErrorCode::RateLimitExceeded,
+                "too many messages; slow down and reconnect",
+            )
+            .with(
+                "max_messages_per_minute",
+                self.config.max_messages_per_minute,
+            )
+            .with("burst_limit", self.config.burst_limit)
+            .with("burst_window", self.config.burst_window_s);
             return refuse(ws, &err, ErrorFrame::Error, CloseCode::RateLimited);
         }
         let parsed = match text {
             Some(t) => ClientMessage::parse(&t),
-            None => Err(ApiError::new(ErrorCode::InvalidMessage, "binary frames are not accepted; send JSON text")),
+            None => Err(ApiError::new(
+                ErrorCode::InvalidMessage,
+                "binary frames are not accepted; send JSON text",
+            )),
         };
         let ts = rfc3339_ms(now);
         match parsed {
@@ -323,7 +417,14 @@ impl ChannelRoom {
                 send_str(ws, &e.frame(ErrorFrame::Error, &ts));
             }
             Ok(ClientMessage::Ping) => {
-                send_str(ws, &ServerMessage::Pong { timestamp: &ts, data: Empty {} }.to_json());
+                send_str(
+                    ws,
+                    &ServerMessage::Pong {
+                        timestamp: &ts,
+                        data: Empty {},
+                    }
+                    .to_json(),
+                );
             }
             Ok(ClientMessage::Auth { token }) => {
                 let verified = auth::verify(
@@ -335,28 +436,37 @@ impl ChannelRoom {
                 let channel = Channel::parse(&session.channel, &self.config);
                 match (verified, channel) {
                     (Ok(claims), Ok(channel)) => {
-                        return self.authenticate(ws, &mut session, &claims, &channel, false).await;
+                        return self
+                            .authenticate(ws, &mut session, &claims, &channel, false)
+                            .await;
                     }
                     (Err(e), _) | (_, Err(e)) => {
                         return refuse(ws, &e, ErrorFrame::AuthFailed, CloseCode::AuthFailed);
                     }
                 }
             }
-            Ok(ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. }) if session.identity.is_none() => {
-                let err = ApiError::new(ErrorCode::AuthFailed, "authenticate first: send {\"type\":\"auth\",\"token\":…}");
+            Ok(ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. })
+                if session.identity.is_none() =>
+            {
+                let err = ApiError::new(
+                    ErrorCode::AuthFailed,
+                    "authenticate first: send {\"type\":\"auth\",\"token\":…}",
+                );
                 send_str(ws, &err.frame(ErrorFrame::Error, &ts));
             }
-            Ok(ClientMessage::Subscribe { channel, filters, since: _ }) => {
-                match self.resubscribe(&mut session, &channel, filters.as_ref()) {
-                    Ok(()) => {
-                        self.send_subscription(ws, &session, None);
-                        self.invalidate();
-                    }
-                    Err(e) => {
-                        send_str(ws, &e.frame(ErrorFrame::Error, &ts));
-                    }
+            Ok(ClientMessage::Subscribe {
+                channel,
+                filters,
+                since: _,
+            }) => match self.resubscribe(&mut session, &channel, filters.as_ref()) {
+                Ok(()) => {
+                    self.send_subscription(ws, &session, None);
+                    self.invalidate();
                 }
-            }
+                Err(e) => {
+                    send_str(ws, &e.frame(ErrorFrame::Error, &ts));
+                }
+            },
             Ok(ClientMessage::Unsubscribe { channel }) => {
                 if channel == session.channel {
                     session.subscribed = false;
@@ -364,7 +474,11 @@ impl ChannelRoom {
                 }
                 send_str(
                     ws,
-                    &ServerMessage::Unsubscribed { timestamp: &ts, data: ChannelOnly { channel: &channel } }.to_json(),
+                    &ServerMessage::Unsubscribed {
+                        timestamp: &ts,
+                        data: ChannelOnly { channel: &channel },
+                    }
+                    .to_json(),
                 );
             }
         }
@@ -372,11 +486,19 @@ impl ChannelRoom {
     }
 
     /// A `subscribe` on a direct socket: only its own channel, with new filters.
-    fn resubscribe(&self, session: &mut Session, channel: &str, filters: Option<&Value>) -> std::result::Result<(), ApiError> {
+    fn resubscribe(
+        &self,
+        session: &mut Session,
+        channel: &str,
+        filters: Option<&Value>,
+    ) -> std::result::Result<(), ApiError> {
         if channel != session.channel {
             return Err(ApiError::new(
                 ErrorCode::SubscriptionFailed,
-                format!("this socket carries '{}' only; connect to /ws to multiplex channels", session.channel),
+                format!(
+                    "this socket carries '{}' only; connect to /ws to multiplex channels",
+                    session.channel
+                ),
             )
             .with("channel", channel));
         }
@@ -393,14 +515,21 @@ impl ChannelRoom {
             let read = |_| ApiError::internal("the channel state could not be read");
             let head = store.head().map_err(read)?;
             let rows = store.snapshot(now_ms()).map_err(read)?;
-            let events: Vec<Box<RawValue>> = rows.into_iter().filter_map(|r| RawValue::from_string(r.body).ok()).collect();
+            let events: Vec<Box<RawValue>> = rows
+                .into_iter()
+                .filter_map(|r| RawValue::from_string(r.body).ok())
+                .collect();
             #[derive(serde::Serialize)]
             struct Body<'a> {
                 channel: &'a str,
                 seq: u64,
                 events: &'a [Box<RawValue>],
             }
-            Ok::<String, ApiError>(to_json(&Body { channel: channel.name(), seq: head, events: &events }))
+            Ok::<String, ApiError>(to_json(&Body {
+                channel: channel.name(),
+                seq: head,
+                events: &events,
+            }))
         })();
         match built {
             Ok(body) => glue::json_response(body, 200),
@@ -415,7 +544,12 @@ impl ChannelRoom {
         };
         let events: Vec<PublishEvent> = match req.json().await {
             Ok(e) => e,
-            Err(_) => return error_response(&ApiError::new(ErrorCode::InvalidMessage, "malformed room publish")),
+            Err(_) => {
+                return error_response(&ApiError::new(
+                    ErrorCode::InvalidMessage,
+                    "malformed room publish",
+                ))
+            }
         };
         match self.append_and_fan_out(&channel, events) {
             Ok(results) => ok_json(&results),
@@ -425,7 +559,11 @@ impl ChannelRoom {
 
     /// Orders, stores and delivers each event in turn. An event is sent only
     /// after its writes are queued, and the answer waits for them to be durable.
-    fn append_and_fan_out(&self, channel: &Channel, events: Vec<PublishEvent>) -> std::result::Result<Vec<PublishResult>, ApiError> {
+    fn append_and_fan_out(
+        &self,
+        channel: &Channel,
+        events: Vec<PublishEvent>,
+    ) -> std::result::Result<Vec<PublishResult>, ApiError> {
         let store = self.store()?;
         let write = |e: worker::Error| ApiError::internal(format!("storage write failed: {e}"));
         let now = now_ms();
@@ -434,7 +572,12 @@ impl ChannelRoom {
         for ev in events {
             if let Some(id) = &ev.id {
                 if let Some(seq) = store.seq_of_id(id).map_err(write)? {
-                    results.push(PublishResult { channel: channel.name().to_owned(), seq, delivered: 0, duplicate: true });
+                    results.push(PublishResult {
+                        channel: channel.name().to_owned(),
+                        seq,
+                        delivered: 0,
+                        duplicate: true,
+                    });
                     continue;
                 }
             }
@@ -458,20 +601,38 @@ impl ChannelRoom {
             };
             let merged = snapshot::merge(previous.as_ref(), &event.data);
             store
-                .append(seq, event.id.as_deref(), &event.kind, &body, &to_json(&merged), &op, now)
+                .append(
+                    seq,
+                    event.id.as_deref(),
+                    &event.kind,
+                    &body,
+                    &to_json(&merged),
+                    &op,
+                    now,
+                )
                 .map_err(write)?;
             let frame = JsValue::from_str(&body);
             let delivered = targets
                 .iter()
                 .filter(|t| t.filters.matches(&event.kind, &merged) && send(&t.ws, &frame))
                 .count() as u64;
-            results.push(PublishResult { channel: channel.name().to_owned(), seq, delivered, duplicate: false });
+            results.push(PublishResult {
+                channel: channel.name().to_owned(),
+                seq,
+                delivered,
+                duplicate: false,
+            });
         }
         if let Err(e) = store.prune(&self.config, now) {
             worker::console_error!("history prune failed: {e}");
         }
         Ok(results)
     }
+}
+
+/// An absolute alarm time (an `i64` alone would be read as an offset).
+fn at(ms: i64) -> ScheduledTime {
+    ScheduledTime::new(js_sys::Date::new(&JsValue::from_f64(ms as f64)))
 }
 
 fn too_large() -> ApiError {

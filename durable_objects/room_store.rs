@@ -47,7 +47,10 @@ impl RoomStore {
     /// Opens the tables, creating them on first use.
     pub fn open(sql: SqlStorage) -> Result<Self> {
         sql.exec(SCHEMA, None)?;
-        Ok(RoomStore { sql, head: Cell::new(None) })
+        Ok(RoomStore {
+            sql,
+            head: Cell::new(None),
+        })
     }
 
     /// The last assigned `seq` (0 before the first event).
@@ -134,7 +137,8 @@ impl RoomStore {
                 )?;
             }
             SnapshotOp::Remove { key } => {
-                self.sql.exec("DELETE FROM snapshot WHERE k = ?", vec![text(key)])?;
+                self.sql
+                    .exec("DELETE FROM snapshot WHERE k = ?", vec![text(key)])?;
             }
         }
         self.sql.exec(

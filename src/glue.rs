@@ -37,7 +37,9 @@ pub fn jwt_secret(env: &Env) -> Vec<u8> {
 pub fn json_response(body: String, status: u16) -> Result<Response> {
     let headers = Headers::new();
     headers.set("content-type", "application/json")?;
-    Ok(Response::ok(body)?.with_status(status).with_headers(headers))
+    Ok(Response::ok(body)?
+        .with_status(status)
+        .with_headers(headers))
 }
 
 /// The HTTP form of an error: its status and `{"error": {...}}`.

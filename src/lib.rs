@@ -7,12 +7,12 @@
 pub mod core;
 
 #[cfg(target_arch = "wasm32")]
-mod glue;
+#[path = "../durable_objects/channel_room.rs"]
+mod channel_room;
 #[cfg(target_arch = "wasm32")]
-mod router;
+mod glue;
 #[cfg(target_arch = "wasm32")]
 #[path = "../durable_objects/room_store.rs"]
 mod room_store;
 #[cfg(target_arch = "wasm32")]
-#[path = "../durable_objects/channel_room.rs"]
-mod channel_room;
+mod router;

@@ -34,7 +34,9 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         Ok(resp) => Ok(resp),
         Err(err) => {
             worker::console_error!("request failed: {err}");
-            error_response(&ApiError::internal("the gateway could not complete the request"))
+            error_response(&ApiError::internal(
+                "the gateway could not complete the request",
+            ))
         }
     }
 }
@@ -138,9 +140,17 @@ fn bearer(req: &Request, env: &Env, config: &Config) -> std::result::Result<Clai
     let header = req.headers().get("authorization").ok().flatten();
     let token = header
         .as_deref()
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
         .map(str::trim)
-        .ok_or_else(|| ApiError::new(ErrorCode::AuthFailed, "missing 'Authorization: Bearer <token>'"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::AuthFailed,
+                "missing 'Authorization: Bearer <token>'",
+            )
+        })?;
     auth::verify(
         token,
         &glue::jwt_secret(env),
@@ -192,7 +202,9 @@ async fn channel_socket(req: Request, env: &Env, raw: &str) -> Result<Response> 
     let mut init = RequestInit::new();
     init.with_headers(headers);
     let forwarded = Request::new_with_init(target.as_str(), &init)?;
-    room(env, channel.name())?.fetch_with_request(forwarded).await
+    room(env, channel.name())?
+        .fetch_with_request(forwarded)
+        .await
 }
 
 async fn snapshot(req: Request, env: &Env, raw: &str) -> Result<Response> {
@@ -233,12 +245,18 @@ async fn publish(mut req: Request, env: &Env) -> Result<Response> {
         .get("content-length")?
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_FRAME_BYTES) {
-        return error_response(&ApiError::new(ErrorCode::MessageTooLarge, "publish body is over 1 MiB"));
+        return error_response(&ApiError::new(
+            ErrorCode::MessageTooLarge,
+            "publish body is over 1 MiB",
+        ));
     }
     let body = match req.text().await {
         Ok(b) => b,
         Err(_) => {
-            return error_response(&ApiError::new(ErrorCode::InvalidMessage, "the body must be UTF-8 JSON"))
+            return error_response(&ApiError::new(
+                ErrorCode::InvalidMessage,
+                "the body must be UTF-8 JSON",
+            ))
         }
     };
     let events = match parse_publish(&body, &config) {
@@ -247,7 +265,9 @@ async fn publish(mut req: Request, env: &Env) -> Result<Response> {
     };
     for (i, ev) in events.iter().enumerate() {
         // parse_publish validated every name; Channel::parse cannot fail here.
-        let Ok(channel) = Channel::parse(&ev.channel, &config) else { continue };
+        let Ok(channel) = Channel::parse(&ev.channel, &config) else {
+            continue;
+        };
         if !claims.allows(&channel, true) {
             let mut err = ApiError::forbidden_channel(&ev.channel);
             if events.len() > 1 {
@@ -274,7 +294,9 @@ async fn publish(mut req: Request, env: &Env) -> Result<Response> {
                     results[*i] = Some(r);
                 }
             }
-            Ok(_) => return error_response(&ApiError::internal("a channel answered a malformed result")),
+            Ok(_) => {
+                return error_response(&ApiError::internal("a channel answered a malformed result"))
+            }
             Err(err) => return error_response(&err),
         }
     }
@@ -292,10 +314,17 @@ async fn room_publish(
     channel: &str,
     batch: &[&PublishEvent],
 ) -> std::result::Result<Vec<PublishResult>, ApiError> {
-    let unreachable = |_| ApiError::new(ErrorCode::Overloaded, "the channel could not be reached; retry with the same event ids");
+    let unreachable = |_| {
+        ApiError::new(
+            ErrorCode::Overloaded,
+            "the channel could not be reached; retry with the same event ids",
+        )
+    };
     let headers = Headers::new();
     headers.set(CHANNEL_HEADER, channel).map_err(unreachable)?;
-    headers.set("content-type", "application/json").map_err(unreachable)?;
+    headers
+        .set("content-type", "application/json")
+        .map_err(unreachable)?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_headers(headers)
@@ -316,7 +345,11 @@ async fn room_publish(
         let message = serde_json::from_str::<Body>(&text)
             .map(|b| b.error.message)
             .unwrap_or_else(|_| text.clone());
-        let code = if resp.status_code() == 503 { ErrorCode::Overloaded } else { ErrorCode::InternalError };
+        let code = if resp.status_code() == 503 {
+            ErrorCode::Overloaded
+        } else {
+            ErrorCode::InternalError
+        };
         return Err(ApiError::new(code, message).with("channel", channel));
     }
     serde_json::from_str(&text).map_err(|e| ApiError::internal(format!("bad room answer: {e}")))

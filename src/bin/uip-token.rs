@@ -13,8 +13,9 @@ fn secret() -> Result<String, String> {
             return Ok(s);
         }
     }
-    let vars = std::fs::read_to_string(".dev.vars")
-        .map_err(|_| "JWT_SECRET is not set and .dev.vars is missing (run `npm run dev` once)".to_owned())?;
+    let vars = std::fs::read_to_string(".dev.vars").map_err(|_| {
+        "JWT_SECRET is not set and .dev.vars is missing (run `npm run dev` once)".to_owned()
+    })?;
     vars.lines()
         .filter_map(|l| l.trim().strip_prefix("JWT_SECRET="))
         .map(|v| v.trim().trim_matches('"').to_owned())
@@ -23,7 +24,10 @@ fn secret() -> Result<String, String> {
 }
 
 fn run() -> Result<String, String> {
-    let mut spec = TokenSpec { sub: Some("dev-user".into()), ..TokenSpec::default() };
+    let mut spec = TokenSpec {
+        sub: Some("dev-user".into()),
+        ..TokenSpec::default()
+    };
     let mut ttl: i64 = 24 * 3600;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -32,7 +36,11 @@ fn run() -> Result<String, String> {
             "--sub" => spec.sub = Some(value()?),
             "--scope" => spec.scope = Some(value()?),
             "--channels" => spec.channels = Some(value()?.split(',').map(str::to_owned).collect()),
-            "--ttl" => ttl = value()?.parse().map_err(|_| "--ttl takes seconds".to_owned())?,
+            "--ttl" => {
+                ttl = value()?
+                    .parse()
+                    .map_err(|_| "--ttl takes seconds".to_owned())?
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }

@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use jwt_compact::alg::{Hs256, Hs256Key};
-use jwt_compact::{AlgorithmExt, Claims as JwtClaims, Header, TimeOptions, UntrustedToken, ValidationError};
+use jwt_compact::{
+    AlgorithmExt, Claims as JwtClaims, Header, TimeOptions, UntrustedToken, ValidationError,
+};
 use serde::{Deserialize, Serialize};
 
 use super::channel::Channel;
@@ -64,7 +66,8 @@ pub fn verify(token: &str, secret: &[u8], now_s: i64, leeway_s: i64) -> Result<C
     if secret.is_empty() {
         return Err(ApiError::internal("JWT_SECRET is not configured"));
     }
-    let untrusted = UntrustedToken::new(token).map_err(|e| failed(format!("malformed token: {e}")))?;
+    let untrusted =
+        UntrustedToken::new(token).map_err(|e| failed(format!("malformed token: {e}")))?;
     let key = Hs256Key::new(secret);
     let token = Hs256
         .validator::<CustomClaims>(&key)
@@ -81,9 +84,9 @@ pub fn verify(token: &str, secret: &[u8], now_s: i64, leeway_s: i64) -> Result<C
     let claims = token.claims();
     let options = TimeOptions::new(TimeDelta::seconds(leeway_s), move || at(now_s));
     if claims.expiration.is_some() {
-        claims.validate_expiration(&options).map_err(|_| {
-            ApiError::new(ErrorCode::AuthExpired, "token has expired")
-        })?;
+        claims
+            .validate_expiration(&options)
+            .map_err(|_| ApiError::new(ErrorCode::AuthExpired, "token has expired"))?;
     }
     if claims.not_before.is_some() {
         claims
@@ -91,7 +94,10 @@ pub fn verify(token: &str, secret: &[u8], now_s: i64, leeway_s: i64) -> Result<C
             .map_err(|_| failed("token is not valid yet (nbf)"))?;
     }
     let scopes = match &claims.custom.scope {
-        None => Scopes { subscribe: true, publish: false },
+        None => Scopes {
+            subscribe: true,
+            publish: false,
+        },
         Some(s) => {
             let words: Vec<&str> = match s {
                 ScopeClaim::Text(t) => t.split_whitespace().collect(),
@@ -123,7 +129,8 @@ impl Claims {
 
     /// The instant (ms) after which a live connection with this token must be closed.
     pub fn expires_at_ms(&self, leeway_s: i64) -> Option<i64> {
-        self.exp.map(|e| e.saturating_add(leeway_s).saturating_mul(1000))
+        self.exp
+            .map(|e| e.saturating_add(leeway_s).saturating_mul(1000))
     }
 }
 
@@ -204,7 +211,13 @@ mod tests {
         let c = verify(&mint(&spec(), SECRET), SECRET, NOW, 30).unwrap();
         assert_eq!(c.sub.as_deref(), Some("u1"));
         assert_eq!(c.exp, Some(NOW + 3600));
-        assert_eq!(c.scopes, Scopes { subscribe: true, publish: false });
+        assert_eq!(
+            c.scopes,
+            Scopes {
+                subscribe: true,
+                publish: false
+            }
+        );
     }
 
     #[test]
@@ -216,7 +229,11 @@ mod tests {
 
         let claims = serde_json::json!({"sub":"x","scope":["publish"]});
         let t = Hs256
-            .token(&Header::empty(), &JwtClaims::new(claims), &Hs256Key::new(SECRET))
+            .token(
+                &Header::empty(),
+                &JwtClaims::new(claims),
+                &Hs256Key::new(SECRET),
+            )
             .unwrap();
         let c = verify(&t, SECRET, NOW, 30).unwrap();
         assert!(c.scopes.publish && !c.scopes.subscribe);
@@ -224,7 +241,10 @@ mod tests {
 
     #[test]
     fn wrong_signature_is_auth_failed() {
-        assert_eq!(code(verify(&mint(&spec(), b"other"), SECRET, NOW, 30)), ErrorCode::AuthFailed);
+        assert_eq!(
+            code(verify(&mint(&spec(), b"other"), SECRET, NOW, 30)),
+            ErrorCode::AuthFailed
+        );
     }
 
     #[test]
@@ -240,7 +260,10 @@ mod tests {
 
     #[test]
     fn garbage_and_empty_tokens_are_auth_failed() {
-        assert_eq!(code(verify("not-a-jwt", SECRET, NOW, 30)), ErrorCode::AuthFailed);
+        assert_eq!(
+            code(verify("not-a-jwt", SECRET, NOW, 30)),
+            ErrorCode::AuthFailed
+        );
         assert_eq!(code(verify("", SECRET, NOW, 30)), ErrorCode::AuthFailed);
     }
 
@@ -250,7 +273,10 @@ mod tests {
         s.exp = Some(NOW - 20);
         assert!(verify(&mint(&s, SECRET), SECRET, NOW, 30).is_ok());
         s.exp = Some(NOW - 31);
-        assert_eq!(code(verify(&mint(&s, SECRET), SECRET, NOW, 30)), ErrorCode::AuthExpired);
+        assert_eq!(
+            code(verify(&mint(&s, SECRET), SECRET, NOW, 30)),
+            ErrorCode::AuthExpired
+        );
     }
 
     #[test]
@@ -259,7 +285,10 @@ mod tests {
         s.nbf = Some(NOW + 20);
         assert!(verify(&mint(&s, SECRET), SECRET, NOW, 30).is_ok());
         s.nbf = Some(NOW + 120);
-        assert_eq!(code(verify(&mint(&s, SECRET), SECRET, NOW, 30)), ErrorCode::AuthFailed);
+        assert_eq!(
+            code(verify(&mint(&s, SECRET), SECRET, NOW, 30)),
+            ErrorCode::AuthFailed
+        );
     }
 
     #[test]

@@ -215,10 +215,24 @@ mod tests {
 
     #[test]
     fn namespaced_channels_need_a_configured_namespace_and_a_valid_id() {
-        assert_eq!(parse("conversation:conv-123").unwrap().kind(), &Kind::Namespaced);
+        assert_eq!(
+            parse("conversation:conv-123").unwrap().kind(),
+            &Kind::Namespaced
+        );
         assert!(parse("conversation:a.b_c~d@e-F9").is_ok());
-        for bad in ["conversation:", "conversation:a b", "room:1", "nope", "", "conversation:a/b"] {
-            assert_eq!(parse(bad).unwrap_err().code, ErrorCode::ChannelNotFound, "{bad}");
+        for bad in [
+            "conversation:",
+            "conversation:a b",
+            "room:1",
+            "nope",
+            "",
+            "conversation:a/b",
+        ] {
+            assert_eq!(
+                parse(bad).unwrap_err().code,
+                ErrorCode::ChannelNotFound,
+                "{bad}"
+            );
         }
         assert!(parse(&format!("conversation:{}", "x".repeat(200))).is_ok());
         assert!(parse(&format!("conversation:{}", "x".repeat(201))).is_err());
@@ -227,23 +241,40 @@ mod tests {
     #[test]
     fn known_channels_check_type_and_key() {
         let acc = parse("accidents").unwrap();
-        assert!(acc.validate_event("accidents.new", &json!({"id": "A1"})).is_ok());
-        let e = acc.validate_event("traffic.flow", &json!({"id": "A1"})).unwrap_err();
+        assert!(acc
+            .validate_event("accidents.new", &json!({"id": "A1"}))
+            .is_ok());
+        let e = acc
+            .validate_event("traffic.flow", &json!({"id": "A1"}))
+            .unwrap_err();
         assert_eq!(e.details.unwrap()["field"], "type");
-        let e = acc.validate_event("accidents.new", &json!({"severity": "x"})).unwrap_err();
+        let e = acc
+            .validate_event("accidents.new", &json!({"severity": "x"}))
+            .unwrap_err();
         assert_eq!(e.details.unwrap()["field"], "data.id");
         let w = parse("weather").unwrap();
-        assert!(w.validate_event("weather.alert", &json!({"alert_type": "rain"})).is_ok());
-        assert!(w.validate_event("weather.update", &json!({"location": {"lat": 1}})).is_ok());
-        assert!(w.validate_event("weather.update", &json!({"alert_type": "rain"})).is_err());
+        assert!(w
+            .validate_event("weather.alert", &json!({"alert_type": "rain"}))
+            .is_ok());
+        assert!(w
+            .validate_event("weather.update", &json!({"location": {"lat": 1}}))
+            .is_ok());
+        assert!(w
+            .validate_event("weather.update", &json!({"alert_type": "rain"}))
+            .is_err());
     }
 
     #[test]
     fn data_must_be_an_object() {
         let c = parse("conversation:c1").unwrap();
-        assert!(c.validate_event("chat_message", &json!({"content": "hi"})).is_ok());
+        assert!(c
+            .validate_event("chat_message", &json!({"content": "hi"}))
+            .is_ok());
         assert_eq!(
-            c.validate_event("chat_message", &json!([1])).unwrap_err().details.unwrap()["field"],
+            c.validate_event("chat_message", &json!([1]))
+                .unwrap_err()
+                .details
+                .unwrap()["field"],
             "data"
         );
     }

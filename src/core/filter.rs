@@ -65,7 +65,10 @@ impl Filters {
             }
             if name == "alerts_only" {
                 if !value.is_boolean() {
-                    return Err(ApiError::invalid(&field, "'alerts_only' must be true or false"));
+                    return Err(ApiError::invalid(
+                        &field,
+                        "'alerts_only' must be true or false",
+                    ));
                 }
                 out.insert(name.clone(), value.clone());
                 continue;
@@ -101,7 +104,9 @@ impl Filters {
             if name == "alerts_only" {
                 return accepted != &Value::Bool(true) || event_type.ends_with(".alert");
             }
-            let Some(accepted) = accepted.as_array() else { return false };
+            let Some(accepted) = accepted.as_array() else {
+                return false;
+            };
             fields_of(name).iter().any(|f| match data.get(*f) {
                 Some(Value::Array(items)) => items.iter().any(|i| accepted.contains(i)),
                 Some(v) => accepted.contains(v),
@@ -138,7 +143,9 @@ mod tests {
 
     #[test]
     fn no_filters_pass_everything() {
-        assert!(Filters::parse(&ch("accidents"), None).unwrap().matches("accidents.new", &json!({})));
+        assert!(Filters::parse(&ch("accidents"), None)
+            .unwrap()
+            .matches("accidents.new", &json!({})));
     }
 
     #[test]
@@ -146,7 +153,10 @@ mod tests {
         let sev = f("accidents", json!({"severity": ["severe", "critical"]}));
         assert!(sev.matches("accidents.new", &json!({"id": "A", "severity": "severe"})));
         assert!(!sev.matches("accidents.new", &json!({"id": "A", "severity": "minor"})));
-        assert!(!sev.matches("accidents.new", &json!({"id": "A"})), "missing field fails");
+        assert!(
+            !sev.matches("accidents.new", &json!({"id": "A"})),
+            "missing field fails"
+        );
     }
 
     #[test]
@@ -159,7 +169,10 @@ mod tests {
     #[test]
     fn zones_filter_reads_every_zone_field_and_lists() {
         let z = f("weather", json!({"zones": ["ZONE_002"]}));
-        assert!(z.matches("weather.alert", &json!({"affected_zones": ["ZONE_001", "ZONE_002"]})));
+        assert!(z.matches(
+            "weather.alert",
+            &json!({"affected_zones": ["ZONE_001", "ZONE_002"]})
+        ));
         assert!(!z.matches("weather.alert", &json!({"affected_zones": ["ZONE_003"]})));
         let c = f("congestion", json!({"zones": ["ZONE_001"]}));
         assert!(c.matches("congestion.update", &json!({"zone_id": "ZONE_001"})));
@@ -184,10 +197,22 @@ mod tests {
     fn bad_filters_are_invalid_message_naming_the_field() {
         let cases = [
             ("accidents", json!({"colour": ["red"]}), "filters.colour"),
-            ("accidents", json!({"severity": "severe"}), "filters.severity"),
+            (
+                "accidents",
+                json!({"severity": "severe"}),
+                "filters.severity",
+            ),
             ("accidents", json!({"severity": []}), "filters.severity"),
-            ("accidents", json!({"severity": [{"a": 1}]}), "filters.severity"),
-            ("weather", json!({"alerts_only": "yes"}), "filters.alerts_only"),
+            (
+                "accidents",
+                json!({"severity": [{"a": 1}]}),
+                "filters.severity",
+            ),
+            (
+                "weather",
+                json!({"alerts_only": "yes"}),
+                "filters.alerts_only",
+            ),
             ("conversation:c1", json!({"zones": ["Z"]}), "filters"),
             ("accidents", json!([1]), "filters"),
         ];

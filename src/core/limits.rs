@@ -89,7 +89,11 @@ mod tests {
         for i in 0..50 {
             r.hit(1_000_000 + i, &cfg()).unwrap();
         }
-        assert_eq!(r.hit(1_005_000, &cfg()), Ok(()), "the first frames left the window");
+        assert_eq!(
+            r.hit(1_005_000, &cfg()),
+            Ok(()),
+            "the first frames left the window"
+        );
     }
 
     #[test]
@@ -97,7 +101,10 @@ mod tests {
         let mut r = RateLimiter::default();
         // With the default burst limit no client reaches 1000 a minute, so
         // raise it to see the minute window alone; 20 frames per second.
-        let c = Config { burst_limit: 10_000, ..cfg() };
+        let c = Config {
+            burst_limit: 10_000,
+            ..cfg()
+        };
         let mut t = 10_000_000;
         let mut sent = 0;
         let outcome = loop {
@@ -109,7 +116,10 @@ mod tests {
             assert!(sent <= 1000, "never more than 1000 within a minute");
         };
         assert_eq!(outcome, Exceeded::Minute);
-        assert!(sent >= 990, "only the window's granularity is lost, got {sent}");
+        assert!(
+            sent >= 990,
+            "only the window's granularity is lost, got {sent}"
+        );
     }
 
     #[test]

@@ -22,9 +22,17 @@ const MAX_ID_LEN: usize = 200;
 /// A message a client sends on a socket.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
-    Auth { token: String },
-    Subscribe { channel: String, filters: Option<Value>, since: Option<u64> },
-    Unsubscribe { channel: String },
+    Auth {
+        token: String,
+    },
+    Subscribe {
+        channel: String,
+        filters: Option<Value>,
+        since: Option<u64>,
+    },
+    Unsubscribe {
+        channel: String,
+    },
     /// A ping that is not byte-for-byte the auto-response request.
     Ping,
 }
@@ -36,7 +44,10 @@ fn field_str(obj: &Map<String, Value>, name: &str, max: usize) -> Result<String,
             name,
             format!("'{name}' must be 1 to {max} bytes"),
         )),
-        Some(_) => Err(ApiError::invalid(name, format!("'{name}' must be a string"))),
+        Some(_) => Err(ApiError::invalid(
+            name,
+            format!("'{name}' must be a string"),
+        )),
         None => Err(ApiError::invalid(name, format!("'{name}' is required"))),
     }
 }
@@ -54,8 +65,14 @@ fn no_other_fields(obj: &Map<String, Value>, allowed: &[&str]) -> Result<(), Api
 fn parse_object(text: &str) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(o)) => Ok(o),
-        Ok(_) => Err(ApiError::new(ErrorCode::InvalidMessage, "message must be a JSON object")),
-        Err(e) => Err(ApiError::new(ErrorCode::InvalidMessage, format!("invalid JSON: {e}"))),
+        Ok(_) => Err(ApiError::new(
+            ErrorCode::InvalidMessage,
+            "message must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::new(
+            ErrorCode::InvalidMessage,
+            format!("invalid JSON: {e}"),
+        )),
     }
 }
 
@@ -67,7 +84,10 @@ fn parse_since(v: Option<&Value>) -> Result<Option<u64>, ApiError> {
             .as_u64()
             .map(Some)
             .ok_or_else(|| ApiError::invalid("since", "'since' must be a non-negative integer")),
-        Some(_) => Err(ApiError::invalid("since", "'since' must be a non-negative integer")),
+        Some(_) => Err(ApiError::invalid(
+            "since",
+            "'since' must be a non-negative integer",
+        )),
     }
 }
 
@@ -83,7 +103,9 @@ impl ClientMessage {
         match kind {
             "auth" => {
                 no_other_fields(&obj, &["type", "token"])?;
-                Ok(ClientMessage::Auth { token: field_str(&obj, "token", MAX_TOKEN_LEN)? })
+                Ok(ClientMessage::Auth {
+                    token: field_str(&obj, "token", MAX_TOKEN_LEN)?,
+                })
             }
             "subscribe" => {
                 no_other_fields(&obj, &["type", "channel", "filters", "since"])?;
@@ -95,12 +117,16 @@ impl ClientMessage {
             }
             "unsubscribe" => {
                 no_other_fields(&obj, &["type", "channel"])?;
-                Ok(ClientMessage::Unsubscribe { channel: field_str(&obj, "channel", MAX_CHANNEL_LEN)? })
+                Ok(ClientMessage::Unsubscribe {
+                    channel: field_str(&obj, "channel", MAX_CHANNEL_LEN)?,
+                })
             }
             "ping" => Ok(ClientMessage::Ping),
             other => Err(ApiError::invalid(
                 "type",
-                format!("unknown message type '{other}'; expected auth, subscribe, unsubscribe or ping"),
+                format!(
+                    "unknown message type '{other}'; expected auth, subscribe, unsubscribe or ping"
+                ),
             )
             .with("type", other)),
         }
@@ -135,7 +161,10 @@ pub struct PublishEvent {
 
 fn parse_publish_event(v: &Value, config: &Config) -> Result<PublishEvent, ApiError> {
     let Some(obj) = v.as_object() else {
-        return Err(ApiError::new(ErrorCode::InvalidMessage, "an event must be a JSON object"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidMessage,
+            "an event must be a JSON object",
+        ));
     };
     no_other_fields(obj, &["channel", "type", "data", "timestamp", "id"])?;
     let channel_name = field_str(obj, "channel", MAX_CHANNEL_LEN)?;
@@ -150,14 +179,23 @@ fn parse_publish_event(v: &Value, config: &Config) -> Result<PublishEvent, ApiEr
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if parse_rfc3339_ms(s).is_some() => Some(s.clone()),
         Some(_) => {
-            return Err(ApiError::invalid("timestamp", "'timestamp' must be an RFC 3339 date-time"))
+            return Err(ApiError::invalid(
+                "timestamp",
+                "'timestamp' must be an RFC 3339 date-time",
+            ))
         }
     };
     let id = match obj.get("id") {
         None | Some(Value::Null) => None,
         Some(_) => Some(field_str(obj, "id", MAX_ID_LEN)?),
     };
-    Ok(PublishEvent { channel: channel_name, kind, data, timestamp, id })
+    Ok(PublishEvent {
+        channel: channel_name,
+        kind,
+        data,
+        timestamp,
+        id,
+    })
 }
 
 /// Parses and validates a `POST /v1/publish` body: one event or `{"events": [...]}`.
@@ -165,7 +203,10 @@ fn parse_publish_event(v: &Value, config: &Config) -> Result<PublishEvent, ApiEr
 /// event's `index` and `field`.
 pub fn parse_publish(body: &str, config: &Config) -> Result<Vec<PublishEvent>, ApiError> {
     if body.len() > MAX_FRAME_BYTES {
-        return Err(ApiError::new(ErrorCode::MessageTooLarge, "publish body is over 1 MiB"));
+        return Err(ApiError::new(
+            ErrorCode::MessageTooLarge,
+            "publish body is over 1 MiB",
+        ));
     }
     let obj = parse_object(body)?;
     let Some(events) = obj.get("events") else {
@@ -259,15 +300,30 @@ pub struct Empty {}
 #[serde(tag = "type")]
 pub enum ServerMessage<'a> {
     #[serde(rename = "auth.success")]
-    AuthSuccess { timestamp: &'a str, data: AuthSuccess<'a> },
+    AuthSuccess {
+        timestamp: &'a str,
+        data: AuthSuccess<'a>,
+    },
     #[serde(rename = "rate_limit_info")]
-    RateLimitInfo { timestamp: &'a str, data: RateLimitInfo },
+    RateLimitInfo {
+        timestamp: &'a str,
+        data: RateLimitInfo,
+    },
     #[serde(rename = "subscribed")]
-    Subscribed { timestamp: &'a str, data: Subscribed<'a> },
+    Subscribed {
+        timestamp: &'a str,
+        data: Subscribed<'a>,
+    },
     #[serde(rename = "snapshot")]
-    Snapshot { timestamp: &'a str, data: SnapshotData<'a> },
+    Snapshot {
+        timestamp: &'a str,
+        data: SnapshotData<'a>,
+    },
     #[serde(rename = "unsubscribed")]
-    Unsubscribed { timestamp: &'a str, data: ChannelOnly<'a> },
+    Unsubscribed {
+        timestamp: &'a str,
+        data: ChannelOnly<'a>,
+    },
     #[serde(rename = "pong")]
     Pong { timestamp: &'a str, data: Empty },
 }
@@ -297,7 +353,9 @@ mod tests {
     fn parses_every_client_message() {
         assert_eq!(
             ClientMessage::parse(r#"{"type":"auth","token":"abc"}"#).unwrap(),
-            ClientMessage::Auth { token: "abc".into() }
+            ClientMessage::Auth {
+                token: "abc".into()
+            }
         );
         assert_eq!(
             ClientMessage::parse(r#"{"type":"subscribe","channel":"accidents","filters":{"severity":["severe"]},"since":4}"#).unwrap(),
@@ -309,15 +367,30 @@ mod tests {
         );
         assert_eq!(
             ClientMessage::parse(r#"{"type":"unsubscribe","channel":"x"}"#).unwrap(),
-            ClientMessage::Unsubscribe { channel: "x".into() }
+            ClientMessage::Unsubscribe {
+                channel: "x".into()
+            }
         );
-        assert_eq!(ClientMessage::parse(r#"{ "type" : "ping" }"#).unwrap(), ClientMessage::Ping);
+        assert_eq!(
+            ClientMessage::parse(r#"{ "type" : "ping" }"#).unwrap(),
+            ClientMessage::Ping
+        );
     }
 
     #[test]
     fn malformed_frames_are_invalid_message() {
-        for text in ["not json", "[1,2]", "42", r#"{"channel":"x"}"#, r#"{"type":7}"#] {
-            assert_eq!(ClientMessage::parse(text).unwrap_err().code, ErrorCode::InvalidMessage, "{text}");
+        for text in [
+            "not json",
+            "[1,2]",
+            "42",
+            r#"{"channel":"x"}"#,
+            r#"{"type":7}"#,
+        ] {
+            assert_eq!(
+                ClientMessage::parse(text).unwrap_err().code,
+                ErrorCode::InvalidMessage,
+                "{text}"
+            );
         }
     }
 
@@ -329,26 +402,55 @@ mod tests {
 
     #[test]
     fn missing_extra_and_mistyped_fields_name_the_field() {
-        assert_eq!(field_of(ClientMessage::parse(r#"{"type":"subscribe"}"#).unwrap_err()), "channel");
-        assert_eq!(field_of(ClientMessage::parse(r#"{"type":"subscribe","channel":5}"#).unwrap_err()), "channel");
-        assert_eq!(field_of(ClientMessage::parse(r#"{"type":"subscribe","channel":"a","colour":1}"#).unwrap_err()), "colour");
-        assert_eq!(field_of(ClientMessage::parse(r#"{"type":"auth","token":""}"#).unwrap_err()), "token");
-        let long = format!(r#"{{"type":"unsubscribe","channel":"{}"}}"#, "x".repeat(300));
-        assert_eq!(field_of(ClientMessage::parse(&long).unwrap_err()), "channel");
+        assert_eq!(
+            field_of(ClientMessage::parse(r#"{"type":"subscribe"}"#).unwrap_err()),
+            "channel"
+        );
+        assert_eq!(
+            field_of(ClientMessage::parse(r#"{"type":"subscribe","channel":5}"#).unwrap_err()),
+            "channel"
+        );
+        assert_eq!(
+            field_of(
+                ClientMessage::parse(r#"{"type":"subscribe","channel":"a","colour":1}"#)
+                    .unwrap_err()
+            ),
+            "colour"
+        );
+        assert_eq!(
+            field_of(ClientMessage::parse(r#"{"type":"auth","token":""}"#).unwrap_err()),
+            "token"
+        );
+        let long = format!(
+            r#"{{"type":"unsubscribe","channel":"{}"}}"#,
+            "x".repeat(300)
+        );
+        assert_eq!(
+            field_of(ClientMessage::parse(&long).unwrap_err()),
+            "channel"
+        );
     }
 
     #[test]
     fn since_must_be_a_non_negative_integer() {
         for since in ["-1", "1.5", "\"3\"", "true"] {
             let text = format!(r#"{{"type":"subscribe","channel":"a","since":{since}}}"#);
-            assert_eq!(field_of(ClientMessage::parse(&text).unwrap_err()), "since", "{since}");
+            assert_eq!(
+                field_of(ClientMessage::parse(&text).unwrap_err()),
+                "since",
+                "{since}"
+            );
         }
     }
 
     #[test]
     fn publish_accepts_single_and_batch() {
         let c = Config::default();
-        let one = parse_publish(r#"{"channel":"accidents","type":"accidents.new","data":{"id":"A"},"id":"e1"}"#, &c).unwrap();
+        let one = parse_publish(
+            r#"{"channel":"accidents","type":"accidents.new","data":{"id":"A"},"id":"e1"}"#,
+            &c,
+        )
+        .unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].id.as_deref(), Some("e1"));
         let batch = parse_publish(
@@ -371,16 +473,34 @@ mod tests {
         )
         .unwrap_err();
         let d = e.details.unwrap();
-        assert_eq!((d["index"].as_u64(), d["field"].as_str()), (Some(1), Some("data.id")));
+        assert_eq!(
+            (d["index"].as_u64(), d["field"].as_str()),
+            (Some(1), Some("data.id"))
+        );
         let nf = parse_publish(r#"{"channel":"nope","type":"x","data":{}}"#, &c).unwrap_err();
         assert_eq!(nf.code, ErrorCode::ChannelNotFound);
-        assert_eq!(field_of(parse_publish(r#"{"events":[]}"#, &c).unwrap_err()), "events");
         assert_eq!(
-            field_of(parse_publish(r#"{"channel":"alerts","type":"alert","data":{"id":"1"},"timestamp":"noon"}"#, &c).unwrap_err()),
+            field_of(parse_publish(r#"{"events":[]}"#, &c).unwrap_err()),
+            "events"
+        );
+        assert_eq!(
+            field_of(
+                parse_publish(
+                    r#"{"channel":"alerts","type":"alert","data":{"id":"1"},"timestamp":"noon"}"#,
+                    &c
+                )
+                .unwrap_err()
+            ),
             "timestamp"
         );
-        let big = format!(r#"{{"channel":"alerts","type":"alert","data":{{"id":"{}"}}}}"#, "x".repeat(MAX_FRAME_BYTES));
-        assert_eq!(parse_publish(&big, &c).unwrap_err().code, ErrorCode::MessageTooLarge);
+        let big = format!(
+            r#"{{"channel":"alerts","type":"alert","data":{{"id":"{}"}}}}"#,
+            "x".repeat(MAX_FRAME_BYTES)
+        );
+        assert_eq!(
+            parse_publish(&big, &c).unwrap_err().code,
+            ErrorCode::MessageTooLarge
+        );
     }
 
     #[test]
@@ -388,13 +508,25 @@ mod tests {
         let ev = RawValue::from_string(r#"{"type":"alert","seq":1}"#.to_owned()).unwrap();
         let m = ServerMessage::Snapshot {
             timestamp: "t",
-            data: SnapshotData { channel: "alerts", seq: 1, events: vec![&ev] },
+            data: SnapshotData {
+                channel: "alerts",
+                seq: 1,
+                events: vec![&ev],
+            },
         };
         let v: Value = serde_json::from_str(&m.to_json()).unwrap();
-        assert_eq!(v, json!({"type":"snapshot","timestamp":"t","data":{"channel":"alerts","seq":1,"events":[{"type":"alert","seq":1}]}}));
+        assert_eq!(
+            v,
+            json!({"type":"snapshot","timestamp":"t","data":{"channel":"alerts","seq":1,"events":[{"type":"alert","seq":1}]}})
+        );
         let s = ServerMessage::Subscribed {
             timestamp: "t",
-            data: Subscribed { channel: "a", filters: json!({}), seq: 0, recovered: None },
+            data: Subscribed {
+                channel: "a",
+                filters: json!({}),
+                seq: 0,
+                recovered: None,
+            },
         };
         assert!(!s.to_json().contains("recovered"));
     }

@@ -101,7 +101,15 @@ mod tests {
     use crate::core::auth::Scopes;
 
     fn claims(exp: Option<i64>) -> Claims {
-        Claims { sub: Some("u".into()), exp, scopes: Scopes { subscribe: true, publish: false }, channels: None }
+        Claims {
+            sub: Some("u".into()),
+            exp,
+            scopes: Scopes {
+                subscribe: true,
+                publish: false,
+            },
+            channels: None,
+        }
     }
 
     #[test]
@@ -126,12 +134,21 @@ mod tests {
     #[test]
     fn a_session_fits_an_attachment() {
         let cfg = Config::default();
-        let mut s = Session::new("0123456789abcdef".into(), "conversation:".to_owned() + &"x".repeat(200), 0, true);
+        let mut s = Session::new(
+            "0123456789abcdef".into(),
+            "conversation:".to_owned() + &"x".repeat(200),
+            0,
+            true,
+        );
         s.authenticate(&claims(Some(1)), &cfg);
         for i in 0..60 {
             let _ = s.limiter.hit(1_800_000_000_000 + i * 50, &cfg);
         }
         let json = serde_json::to_string(&s).unwrap();
-        assert!(json.len() < 2048, "attachments are limited to 2 KiB, got {}", json.len());
+        assert!(
+            json.len() < 2048,
+            "attachments are limited to 2 KiB, got {}",
+            json.len()
+        );
     }
 }

@@ -12,7 +12,10 @@ pub enum SnapshotOp {
     /// Namespaced channels keep no snapshot.
     Skip,
     /// The event becomes the latest for `key`, until `expires_ms` if given.
-    Upsert { key: String, expires_ms: Option<i64> },
+    Upsert {
+        key: String,
+        expires_ms: Option<i64>,
+    },
     /// The key leaves the snapshot (a resolved accident or alert).
     Remove { key: String },
 }
@@ -38,9 +41,11 @@ pub fn key_of(kind: &Kind, event_type: &str, data: &Value) -> Option<String> {
 }
 
 fn time_field(data: &Value, names: &[&str]) -> Option<i64> {
-    names
-        .iter()
-        .find_map(|n| data.get(*n).and_then(Value::as_str).and_then(parse_rfc3339_ms))
+    names.iter().find_map(|n| {
+        data.get(*n)
+            .and_then(Value::as_str)
+            .and_then(parse_rfc3339_ms)
+    })
 }
 
 fn is_resolved(data: &Value) -> bool {
@@ -103,8 +108,18 @@ mod tests {
 
     #[test]
     fn latest_per_key_upserts_by_the_channel_key() {
-        let op = op_for(&Kind::Known(Known::TrafficFlow), "traffic.flow", &json!({"camera_id": "CAM_1"}));
-        assert_eq!(op, SnapshotOp::Upsert { key: "CAM_1".into(), expires_ms: None });
+        let op = op_for(
+            &Kind::Known(Known::TrafficFlow),
+            "traffic.flow",
+            &json!({"camera_id": "CAM_1"}),
+        );
+        assert_eq!(
+            op,
+            SnapshotOp::Upsert {
+                key: "CAM_1".into(),
+                expires_ms: None
+            }
+        );
     }
 
     #[test]
@@ -113,13 +128,26 @@ mod tests {
             op_for(&ACC, "accidents.resolved", &json!({"id": "A1"})),
             SnapshotOp::Remove { key: "A1".into() }
         );
-        assert!(matches!(op_for(&ACC, "accidents.update", &json!({"id": "A1"})), SnapshotOp::Upsert { .. }));
+        assert!(matches!(
+            op_for(&ACC, "accidents.update", &json!({"id": "A1"})),
+            SnapshotOp::Upsert { .. }
+        ));
     }
 
     #[test]
     fn weather_keeps_locations_and_alerts_apart_and_alerts_expire() {
-        let upd = op_for(&WEATHER, "weather.update", &json!({"location": {"lon": 2, "lat": 1}}));
-        assert_eq!(upd, SnapshotOp::Upsert { key: r#"location:{"lat":1,"lon":2}"#.into(), expires_ms: None });
+        let upd = op_for(
+            &WEATHER,
+            "weather.update",
+            &json!({"location": {"lon": 2, "lat": 1}}),
+        );
+        assert_eq!(
+            upd,
+            SnapshotOp::Upsert {
+                key: r#"location:{"lat":1,"lon":2}"#.into(),
+                expires_ms: None
+            }
+        );
         let alert = op_for(
             &WEATHER,
             "weather.alert",
@@ -127,7 +155,10 @@ mod tests {
         );
         assert_eq!(
             alert,
-            SnapshotOp::Upsert { key: "alert:heavy_rain".into(), expires_ms: Some(1_764_421_200_000) }
+            SnapshotOp::Upsert {
+                key: "alert:heavy_rain".into(),
+                expires_ms: Some(1_764_421_200_000)
+            }
         );
     }
 
@@ -142,19 +173,32 @@ mod tests {
             SnapshotOp::Remove { key: "X".into() }
         );
         assert!(matches!(
-            op_for(&ALERTS, "alert", &json!({"id": "X", "expires_at": "2030-01-01T00:00:00Z"})),
-            SnapshotOp::Upsert { expires_ms: Some(_), .. }
+            op_for(
+                &ALERTS,
+                "alert",
+                &json!({"id": "X", "expires_at": "2030-01-01T00:00:00Z"})
+            ),
+            SnapshotOp::Upsert {
+                expires_ms: Some(_),
+                ..
+            }
         ));
     }
 
     #[test]
     fn namespaced_channels_skip_the_snapshot() {
-        assert_eq!(op_for(&Kind::Namespaced, "chat_message", &json!({"id": "1"})), SnapshotOp::Skip);
+        assert_eq!(
+            op_for(&Kind::Namespaced, "chat_message", &json!({"id": "1"})),
+            SnapshotOp::Skip
+        );
     }
 
     #[test]
     fn merge_lays_new_fields_over_old() {
-        let m = merge(Some(&json!({"id": "A", "severity": "severe"})), &json!({"id": "A", "status": "x"}));
+        let m = merge(
+            Some(&json!({"id": "A", "severity": "severe"})),
+            &json!({"id": "A", "status": "x"}),
+        );
         assert_eq!(m, json!({"id": "A", "severity": "severe", "status": "x"}));
         assert_eq!(merge(None, &json!({"a": 1})), json!({"a": 1}));
     }

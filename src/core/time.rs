@@ -25,7 +25,10 @@ mod tests {
         let s = rfc3339_ms(1_764_412_200_123);
         assert_eq!(s, "2025-11-29T10:30:00.123Z");
         assert_eq!(parse_rfc3339_ms(&s), Some(1_764_412_200_123));
-        assert_eq!(parse_rfc3339_ms("2025-11-29T12:30:00+02:00"), Some(1_764_412_200_000));
+        assert_eq!(
+            parse_rfc3339_ms("2025-11-29T12:30:00+02:00"),
+            Some(1_764_412_200_000)
+        );
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
     }
 }

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints (host and wasm32), host unit tests, then
+# integration tests against real `wrangler dev` instances the tests start.
+set -euo pipefail
+source "$(dirname "$0")/tools.sh"
+cd "$ROOT"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "clippy (host)"
+cargo clippy --all-targets --quiet -- -D warnings
+log "clippy (wasm32)"
+cargo clippy --lib --target wasm32-unknown-unknown --quiet -- -D warnings
+log "building the Worker bundle"
+bash scripts/build.sh
+log "unit and integration tests"
+# The tests start their own wrangler instances on free ports from this bundle.
+UIP_SKIP_BUILD=1 cargo test --all-targets "$@"

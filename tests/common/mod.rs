@@ -1,0 +1,413 @@
+//! Shared test helpers: start `wrangler dev` (once per test binary, or privately
+//! for a test that restarts it), mint tokens, connect clients, and await
+//! messages with bounded waits.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uip_realtime::core::auth::{mint, TokenSpec};
+
+/// The secret every test gateway signs with.
+pub const SECRET: &str = "integration-test-secret";
+/// Longest wait for one expected message.
+pub const WAIT: Duration = Duration::from_secs(15);
+/// Longest wait for a gateway to come up (the first start may build).
+const START_WAIT: Duration = Duration::from_secs(180);
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Seconds since the epoch.
+pub fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A running `wrangler dev`.
+pub struct Gateway {
+    pub port: u16,
+    child: Child,
+    pub persist: PathBuf,
+}
+
+impl Gateway {
+    /// Starts a gateway storing its state in `persist`, with extra `--var`s.
+    pub fn start(persist: &Path, vars: &[(&str, &str)]) -> Gateway {
+        let port = free_port();
+        let inspector = free_port();
+        let root = root();
+        let mut cmd = Command::new(root.join("tests/common/run-wrangler.sh"));
+        cmd.arg(std::process::id().to_string())
+            .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--inspector-port", &inspector.to_string()])
+            .arg("--persist-to")
+            .arg(persist)
+            .args(["--var", &format!("JWT_SECRET:{SECRET}")])
+            .args([
+                "--show-interactive-dev-session=false",
+                "--log-level",
+                "warn",
+            ]);
+        for (k, v) in vars {
+            cmd.args(["--var", &format!("{k}:{v}")]);
+        }
+        let path = format!(
+            "{}:{}:{}",
+            root.join(".tools/bin").display(),
+            root.join("node_modules/.bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = std::fs::File::create(persist.with_extension("log")).expect("log file");
+        let child = cmd
+            .current_dir(&root)
+            .env("PATH", path)
+            .env("UIP_SKIP_BUILD", "1")
+            .env("WRANGLER_SEND_METRICS", "false")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("spawn wrangler dev");
+        let gw = Gateway {
+            port,
+            child,
+            persist: persist.to_owned(),
+        };
+        gw.wait_ready();
+        gw
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + START_WAIT;
+        let url = format!("{}/healthz", self.http());
+        loop {
+            if let Ok(status) = probe(&url) {
+                if status == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wrangler dev did not answer /healthz within {START_WAIT:?}; see {}",
+                self.persist.with_extension("log").display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops the gateway (wrangler and workerd) and waits for it to exit.
+    pub fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ws(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{}", self.port, path)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A fresh directory for a gateway's state under `tests/.state/`.
+pub fn state_dir(name: &str) -> PathBuf {
+    let dir = root()
+        .join("tests/.state")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("state dir");
+    dir
+}
+
+/// Settings of the shared gateway: a short auth timeout and JWT leeway, so the
+/// timeout and expiry tests take seconds (the defaults are unit-tested).
+pub const SHARED_VARS: &[(&str, &str)] = &[("AUTH_TIMEOUT_S", "2"), ("JWT_LEEWAY_S", "2")];
+
+/// The gateway shared by every test of this binary, started on first use.
+pub fn gateway() -> &'static Gateway {
+    static GW: OnceLock<Gateway> = OnceLock::new();
+    GW.get_or_init(|| Gateway::start(&state_dir("shared"), SHARED_VARS))
+}
+
+/// A channel name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}{}-{}-{}",
+        std::process::id(),
+        now_s(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+// ---- tokens ----
+
+/// A token signed with [`SECRET`].
+pub fn token(spec: TokenSpec) -> String {
+    mint(&spec, SECRET.as_bytes())
+}
+
+/// A subscriber token for every channel, valid for an hour.
+pub fn sub_token() -> String {
+    token(TokenSpec {
+        sub: Some("tester".into()),
+        scope: Some("subscribe".into()),
+        channels: Some(vec!["*".into()]),
+        exp: Some(now_s() + 3600),
+        ..TokenSpec::default()
+    })
+}
+
+/// A publisher token, valid for an hour.
+pub fn pub_token() -> String {
+    token(TokenSpec {
+        sub: Some("producer".into()),
+        scope: Some("publish".into()),
+        exp: Some(now_s() + 3600),
+        ..TokenSpec::default()
+    })
+}
+
+// ---- HTTP ----
+
+/// `POST /v1/publish` with the publisher token; returns status and JSON body.
+pub async fn publish(gw: &Gateway, body: &Value) -> (u16, Value) {
+    publish_raw(gw, &body.to_string(), Some(&pub_token())).await
+}
+
+/// `POST /v1/publish` with a raw body and an optional bearer token.
+pub async fn publish_raw(gw: &Gateway, body: &str, bearer: Option<&str>) -> (u16, Value) {
+    let mut req = http()
+        .post(format!("{}/v1/publish", gw.http()))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    let resp = tokio::time::timeout(WAIT, req.send())
+        .await
+        .expect("publish timed out")
+        .expect("publish request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Publishes one event and returns its `seq`, asserting a 200.
+pub async fn publish_ok(gw: &Gateway, channel: &str, kind: &str, data: Value) -> u64 {
+    let (status, body) =
+        publish(gw, &json!({"channel": channel, "type": kind, "data": data})).await;
+    assert_eq!(status, 200, "publish failed: {body}");
+    body["results"][0]["seq"].as_u64().expect("seq")
+}
+
+/// `GET` with a bearer token; returns status and JSON body.
+pub async fn get(gw: &Gateway, path: &str, bearer: Option<&str>) -> (u16, Value) {
+    let mut req = http().get(format!("{}{}", gw.http(), path));
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    let resp = tokio::time::timeout(WAIT, req.send())
+        .await
+        .expect("GET timed out")
+        .expect("GET request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// A client per request: each `#[tokio::test]` has its own runtime, and a
+/// pooled connection must not outlive the runtime that opened it.
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// The status of `GET url` over a plain TCP connection: the readiness probe,
+/// which runs before any async runtime exists.
+fn probe(url: &str) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    buf.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status line"))
+}
+
+// ---- WebSocket clients ----
+
+/// A test WebSocket client with bounded waits.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// How a connection ended, as the client saw it.
+#[derive(Debug, PartialEq)]
+pub struct Closed {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl Client {
+    /// Opens `path` (e.g. `/ws/accidents?token=…`) on `gw`.
+    pub async fn connect(gw: &Gateway, path: &str) -> Client {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(gw.ws(path)))
+            .await
+            .unwrap_or_else(|_| panic!("connect {path} timed out"))
+            .unwrap_or_else(|e| panic!("connect {path}: {e}"));
+        Client { ws }
+    }
+
+    /// Connects to `/ws/{channel}` with a token and reads the connect sequence
+    /// up to the `snapshot`, which it returns.
+    pub async fn subscribed(gw: &Gateway, channel: &str, token: &str) -> (Client, Value) {
+        let mut c = Client::connect(gw, &format!("/ws/{channel}?token={token}")).await;
+        c.expect("auth.success").await;
+        c.expect("rate_limit_info").await;
+        c.expect("subscribed").await;
+        let snap = c.expect("snapshot").await;
+        (c, snap)
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        tokio::time::timeout(WAIT, self.ws.send(Message::text(text)))
+            .await
+            .expect("send timed out")
+            .expect("send");
+    }
+
+    pub async fn send_json(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    /// The next frame, whatever it is; `None` when the wait ran out.
+    pub async fn next_frame(&mut self, wait: Duration) -> Option<Message> {
+        match tokio::time::timeout(wait, self.ws.next()).await {
+            Ok(Some(Ok(m))) => Some(m),
+            Ok(Some(Err(e))) => panic!("socket error: {e}"),
+            Ok(None) => None,
+            Err(_) => None,
+        }
+    }
+
+    /// The next JSON text message (pings and pongs skipped). Panics on timeout
+    /// or on a close frame.
+    pub async fn next_json(&mut self) -> Value {
+        loop {
+            match self.next_frame(WAIT).await {
+                Some(Message::Text(t)) => {
+                    return serde_json::from_str(&t)
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {t}"))
+                }
+                Some(Message::Ping(_) | Message::Pong(_)) => continue,
+                Some(other) => panic!("expected a text message, got {other:?}"),
+                None => panic!("no message within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// Reads the next message and asserts its `type`.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let m = self.next_json().await;
+        assert_eq!(m["type"], kind, "expected a '{kind}' message, got {m}");
+        m
+    }
+
+    /// Like [`Client::expect`], but skips channel events other tests' publishes
+    /// may have sent first (a reply to a re-subscribe on a shared channel).
+    pub async fn expect_reply(&mut self, kind: &str) -> Value {
+        loop {
+            let m = self.next_json().await;
+            if m.get("seq").is_some() && m.get("channel").is_some() {
+                continue;
+            }
+            assert_eq!(m["type"], kind, "expected a '{kind}' message, got {m}");
+            return m;
+        }
+    }
+
+    /// Reads the next message and asserts it is an error with `code`.
+    pub async fn expect_error(&mut self, kind: &str, code: &str) -> Value {
+        let m = self.expect(kind).await;
+        assert_eq!(m["error"]["code"], code, "got {m}");
+        m
+    }
+
+    /// Reads until the server's close frame and returns it.
+    pub async fn expect_close(&mut self) -> Closed {
+        loop {
+            match self.next_frame(WAIT).await {
+                Some(Message::Close(Some(f))) => {
+                    return Closed {
+                        code: u16::from(f.code),
+                        reason: f.reason.to_string(),
+                    }
+                }
+                Some(Message::Close(None)) => {
+                    return Closed {
+                        code: u16::from(CloseCode::Status),
+                        reason: String::new(),
+                    }
+                }
+                Some(Message::Text(t)) => panic!("expected a close, got {t}"),
+                Some(_) => continue,
+                None => panic!("no close within {WAIT:?}"),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(WAIT, self.ws.close(None)).await;
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests against a real `wrangler dev` (workerd, Durable Objects,
+//! hibernation), driven by real WebSocket and HTTP clients.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod auth;
+mod delivery;
+mod fanout;
+mod persistence;
+mod protocol;
+mod publish;

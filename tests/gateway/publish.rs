@@ -1,0 +1,147 @@
+//! Publish validation: a bad body gets its error and delivers nothing.
+
+use serde_json::json;
+
+use crate::common::*;
+
+/// A subscriber on a fresh conversation channel, for checking what was delivered.
+async fn watcher() -> (Client, String) {
+    let channel = format!("conversation:{}", unique("pub"));
+    let (c, _) = Client::subscribed(gateway(), &channel, &sub_token()).await;
+    (c, channel)
+}
+
+/// Publishes a marker and asserts it is the next thing the watcher sees, which
+/// proves nothing before it was delivered.
+async fn assert_nothing_delivered_before_marker(c: &mut Client, channel: &str) {
+    let (status, _) = publish(
+        gateway(),
+        &json!({"channel": channel, "type": "marker", "data": {}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let m = c.next_json().await;
+    assert_eq!(
+        m["type"], "marker",
+        "something was delivered before the marker: {m}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_body_is_400_and_delivers_nothing() {
+    let gw = gateway();
+    let (mut c, channel) = watcher().await;
+    for body in ["not json", "[]", "{}", r#"{"channel":1}"#] {
+        let (status, v) = publish_raw(gw, body, Some(&pub_token())).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert_eq!(v["error"]["code"], "INVALID_MESSAGE");
+    }
+    assert_nothing_delivered_before_marker(&mut c, &channel).await;
+}
+
+#[tokio::test]
+async fn an_unknown_channel_is_404() {
+    let gw = gateway();
+    let (status, v) = publish(gw, &json!({"channel": "nowhere", "type": "x", "data": {}})).await;
+    assert_eq!(status, 404);
+    assert_eq!(v["error"]["code"], "CHANNEL_NOT_FOUND");
+    assert_eq!(v["error"]["details"]["channel"], "nowhere");
+}
+
+#[tokio::test]
+async fn a_missing_key_or_wrong_type_names_the_field() {
+    let gw = gateway();
+    let (status, v) = publish(
+        gw,
+        &json!({"channel": "traffic.flow", "type": "traffic.flow", "data": {"intensity": 3}}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["details"]["field"].as_str()),
+        (400, Some("data.camera_id"))
+    );
+    let (status, v) = publish(
+        gw,
+        &json!({"channel": "accidents", "type": "weather.alert", "data": {"id": "A"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["details"]["field"].as_str()),
+        (400, Some("type"))
+    );
+}
+
+#[tokio::test]
+async fn a_batch_with_one_bad_event_delivers_none_of_it() {
+    let gw = gateway();
+    let (mut c, channel) = watcher().await;
+    let body = json!({"events": [
+        {"channel": channel, "type": "chat_message", "data": {"n": 1}},
+        {"channel": channel, "type": "chat_message", "data": "not an object"},
+    ]});
+    let (status, v) = publish(gw, &body).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["details"]["index"], 1);
+    assert_eq!(v["error"]["details"]["field"], "data");
+    assert_nothing_delivered_before_marker(&mut c, &channel).await;
+}
+
+#[tokio::test]
+async fn a_batch_is_ordered_and_answered_in_order() {
+    let gw = gateway();
+    let (mut c, channel) = watcher().await;
+    let other = format!("conversation:{}", unique("other"));
+    let body = json!({"events": [
+        {"channel": channel, "type": "chat_message", "data": {"n": 1}},
+        {"channel": other, "type": "chat_message", "data": {"n": 2}},
+        {"channel": channel, "type": "chat_message", "data": {"n": 3}, "id": "evt-3"},
+    ]});
+    let (status, v) = publish(gw, &body).await;
+    assert_eq!(status, 200, "{v}");
+    let r = v["results"].as_array().unwrap();
+    assert_eq!(r.len(), 3);
+    assert_eq!(
+        (r[0]["channel"].as_str(), r[0]["seq"].as_u64()),
+        (Some(channel.as_str()), Some(1))
+    );
+    assert_eq!(
+        (r[1]["channel"].as_str(), r[1]["seq"].as_u64()),
+        (Some(other.as_str()), Some(1))
+    );
+    assert_eq!(
+        (r[2]["channel"].as_str(), r[2]["seq"].as_u64()),
+        (Some(channel.as_str()), Some(2))
+    );
+    assert_eq!(c.expect("chat_message").await["data"]["n"], 1);
+    let third = c.expect("chat_message").await;
+    assert_eq!(
+        (third["data"]["n"].as_u64(), third["id"].as_str()),
+        (Some(3), Some("evt-3"))
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_one_mebibyte_is_413() {
+    let gw = gateway();
+    let big = format!(
+        r#"{{"channel":"alerts","type":"alert","data":{{"id":"x","pad":"{}"}}}}"#,
+        "a".repeat(1 << 20)
+    );
+    let (status, v) = publish_raw(gw, &big, Some(&pub_token())).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (413, Some("MESSAGE_TOO_LARGE"))
+    );
+}
+
+#[tokio::test]
+async fn the_producer_timestamp_is_kept() {
+    let gw = gateway();
+    let (mut c, channel) = watcher().await;
+    let body = json!({"channel": channel, "type": "notification", "data": {}, "timestamp": "2025-11-29T10:30:00Z"});
+    assert_eq!(publish(gw, &body).await.0, 200);
+    assert_eq!(
+        c.expect("notification").await["timestamp"],
+        "2025-11-29T10:30:00Z"
+    );
+}
