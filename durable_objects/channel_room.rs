@@ -18,6 +18,7 @@ use crate::core::channel::Channel;
 use crate::core::config::Config;
 use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
 use crate::core::filter::Filters;
+use crate::core::history::{self, HistoryQuery, Resume};
 use crate::core::protocol::{
     AuthSuccess, ChannelEvent, ChannelOnly, ClientMessage, Empty, PublishEvent, PublishResult,
     RateLimitInfo, ServerMessage, SnapshotData, Subscribed, MAX_FRAME_BYTES, PING_REQUEST,
@@ -93,6 +94,7 @@ impl DurableObject for ChannelRoom {
             "/ws" => self.accept(req).await,
             "/publish" => self.publish(req).await,
             "/snapshot" => self.snapshot_http(req),
+            "/history" => self.history_http(req),
             _ => error_response(&ApiError::new(ErrorCode::NotFound, "unknown room path")),
         }
     }
@@ -230,6 +232,15 @@ impl ChannelRoom {
         let ws = pair.server;
         self.state.accept_web_socket(&ws);
         let mut session = Session::new(connection_id(), channel.name().to_owned(), now_ms(), batch);
+        if let Some((_, raw)) = req.url()?.query_pairs().find(|(k, _)| k == "since") {
+            match raw.parse::<u64>() {
+                Ok(since) => session.resume_from = Some(since),
+                Err(_) => {
+                    let err = ApiError::invalid("since", format!("'since' must be a non-negative integer, got '{raw}'; subscribing without it"));
+                    send_str(&ws, &err.frame(ErrorFrame::Error, &now_rfc3339()));
+                }
+            }
+        }
         match claims {
             Some(claims) => {
                 self.authenticate(&ws, &mut session, &claims, &channel, true)
@@ -299,34 +310,39 @@ impl ChannelRoom {
         }
         if first {
             session.subscribed = true;
-            self.send_subscription(ws, session, None);
+            let since = session.resume_from.take();
+            self.send_subscription(ws, session, since);
         }
         save(ws, session);
         self.invalidate();
         self.wake_by(session.deadline_ms(&self.config)).await;
     }
 
-    /// `subscribed` then the filtered `snapshot`.
-    fn send_subscription(&self, ws: &WebSocket, session: &Session, recovered: Option<bool>) {
-        let Ok(store) = self.store() else {
-            send_str(
-                ws,
-                &ApiError::internal("channel storage is unavailable")
-                    .frame(ErrorFrame::Error, &now_rfc3339()),
-            );
-            return;
-        };
+    /// `subscribed`, then either the retained events after `since` (a resume
+    /// inside the window) or the filtered `snapshot`. Nothing awaits in
+    /// between, so no publish can slip into the seam.
+    fn send_subscription(&self, ws: &WebSocket, session: &Session, since: Option<u64>) {
+        if let Err(err) = self.try_send_subscription(ws, session, since) {
+            send_str(ws, &err.frame(ErrorFrame::Error, &now_rfc3339()));
+        }
+    }
+
+    fn try_send_subscription(
+        &self,
+        ws: &WebSocket,
+        session: &Session,
+        since: Option<u64>,
+    ) -> std::result::Result<(), ApiError> {
+        let store = self.store()?;
+        let read = storage_failed(
+            ErrorCode::SubscriptionFailed,
+            "the channel state could not be read",
+        );
         let now = now_ms();
-        let (head, rows) = match (store.head(), store.snapshot(now)) {
-            (Ok(h), Ok(r)) => (h, r),
-            _ => {
-                let err = ApiError::new(
-                    ErrorCode::SubscriptionFailed,
-                    "the channel state could not be read",
-                );
-                send_str(ws, &err.frame(ErrorFrame::Error, &now_rfc3339()));
-                return;
-            }
+        let head = store.head().map_err(read)?;
+        let resume = match since {
+            Some(s) => Some(history::resume(s, head, store.oldest().map_err(read)?)),
+            None => None,
         };
         let ts = rfc3339_ms(now);
         send_str(
@@ -337,18 +353,29 @@ impl ChannelRoom {
                     channel: &session.channel,
                     filters: session.filters.to_value(),
                     seq: head,
-                    recovered,
+                    recovered: resume.map(Resume::recovered),
                 },
             }
             .to_json(),
         );
-        let bodies: Vec<Box<RawValue>> = rows
+        let passes = |kind: &str, merged: &str| {
+            session.filters.is_empty()
+                || serde_json::from_str::<Value>(merged)
+                    .is_ok_and(|m| session.filters.matches(kind, &m))
+        };
+        if let Some(Resume::Replay { after }) = resume {
+            for row in store.after(after, u64::MAX).map_err(read)? {
+                if passes(&row.kind, &row.merged) {
+                    send_str(ws, &row.body);
+                }
+            }
+            return Ok(());
+        }
+        let bodies: Vec<Box<RawValue>> = store
+            .snapshot(now)
+            .map_err(read)?
             .into_iter()
-            .filter(|r| {
-                session.filters.is_empty()
-                    || serde_json::from_str::<Value>(&r.merged)
-                        .is_ok_and(|m| session.filters.matches(&r.kind, &m))
-            })
+            .filter(|r| passes(&r.kind, &r.merged))
             .filter_map(|r| RawValue::from_string(r.body).ok())
             .collect();
         send_str(
@@ -363,6 +390,7 @@ impl ChannelRoom {
             }
             .to_json(),
         );
+        Ok(())
     }
 
     async fn on_message(&self, ws: &WebSocket, message: WebSocketIncomingMessage) {
@@ -512,7 +540,10 @@ impl ChannelRoom {
         let built = (|| {
             let channel = Self::channel_of(&req, &self.config)?;
             let store = self.store()?;
-            let read = |_| ApiError::internal("the channel state could not be read");
+            let read = storage_failed(
+                ErrorCode::InternalError,
+                "the channel state could not be read",
+            );
             let head = store.head().map_err(read)?;
             let rows = store.snapshot(now_ms()).map_err(read)?;
             let events: Vec<Box<RawValue>> = rows
@@ -528,6 +559,48 @@ impl ChannelRoom {
             Ok::<String, ApiError>(to_json(&Body {
                 channel: channel.name(),
                 seq: head,
+                events: &events,
+            }))
+        })();
+        match built {
+            Ok(body) => glue::json_response(body, 200),
+            Err(e) => error_response(&e),
+        }
+    }
+
+    fn history_http(&self, req: Request) -> Result<Response> {
+        let built = (|| {
+            let channel = Self::channel_of(&req, &self.config)?;
+            let url = req.url().map_err(|_| ApiError::internal("bad room URL"))?;
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let query = HistoryQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+            let store = self.store()?;
+            let read = storage_failed(
+                ErrorCode::InternalError,
+                "the channel history could not be read",
+            );
+            let head = store.head().map_err(read)?;
+            let recovered =
+                history::resume(query.since, head, store.oldest().map_err(read)?).recovered();
+            let rows = store.after(query.since, query.limit).map_err(read)?;
+            let events: Vec<Box<RawValue>> = rows
+                .into_iter()
+                .filter_map(|r| RawValue::from_string(r.body).ok())
+                .collect();
+            #[derive(serde::Serialize)]
+            struct Body<'a> {
+                channel: &'a str,
+                head: u64,
+                recovered: bool,
+                events: &'a [Box<RawValue>],
+            }
+            Ok::<String, ApiError>(to_json(&Body {
+                channel: channel.name(),
+                head,
+                recovered,
                 events: &events,
             }))
         })();
@@ -627,6 +700,17 @@ impl ChannelRoom {
             worker::console_error!("history prune failed: {e}");
         }
         Ok(results)
+    }
+}
+
+/// Maps a storage failure to the client's error, logging the cause.
+fn storage_failed(
+    code: ErrorCode,
+    what: &'static str,
+) -> impl Fn(worker::Error) -> ApiError + Copy {
+    move |e| {
+        worker::console_error!("{what}: {e}");
+        ApiError::new(code, what)
     }
 }
 

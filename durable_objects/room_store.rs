@@ -19,6 +19,15 @@ pub struct SnapshotRow {
     pub merged: String,
 }
 
+/// One retained event: as sent, with the merged data filters read.
+#[derive(Debug, Deserialize)]
+pub struct HistoryRow {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub body: String,
+    pub merged: String,
+}
+
 /// The SQLite tables of one ChannelRoom.
 pub struct RoomStore {
     sql: SqlStorage,
@@ -27,7 +36,8 @@ pub struct RoomStore {
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, received_ms INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, received_ms INTEGER NOT NULL, type TEXT NOT NULL,
+  body TEXT NOT NULL, merged TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_received ON events(received_ms);
 CREATE TABLE IF NOT EXISTS ids (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, received_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS ids_received ON ids(received_ms);
@@ -37,6 +47,13 @@ CREATE TABLE IF NOT EXISTS snapshot (k TEXT PRIMARY KEY, seq INTEGER NOT NULL, t
 
 fn int(v: i64) -> SqlStorageValue {
     SqlStorageValue::Integer(v)
+}
+
+/// A sequence number or count as a binding: JS numbers are exact only up to
+/// 2^53 - 1, and no channel gets near it, so larger values mean "all".
+fn seq(v: u64) -> SqlStorageValue {
+    const MAX_SAFE: u64 = (1 << 53) - 1;
+    SqlStorageValue::Integer(v.min(MAX_SAFE) as i64)
 }
 
 fn text(v: &str) -> SqlStorageValue {
@@ -112,8 +129,14 @@ impl RoomStore {
     ) -> Result<()> {
         let s = seq as i64;
         self.sql.exec(
-            "INSERT INTO events (seq, received_ms, body) VALUES (?, ?, ?)",
-            vec![int(s), int(received_ms), text(body)],
+            "INSERT INTO events (seq, received_ms, type, body, merged) VALUES (?, ?, ?, ?, ?)",
+            vec![
+                int(s),
+                int(received_ms),
+                text(kind),
+                text(body),
+                text(merged),
+            ],
         )?;
         if let Some(id) = id {
             self.sql.exec(
@@ -147,6 +170,29 @@ impl RoomStore {
         )?;
         self.head.set(Some(seq));
         Ok(())
+    }
+
+    /// The oldest retained `seq`, `None` when history is empty.
+    pub fn oldest(&self) -> Result<Option<u64>> {
+        #[derive(Deserialize)]
+        struct Row {
+            seq: Option<u64>,
+        }
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT MIN(seq) AS seq FROM events", None)?
+            .to_array()?;
+        Ok(rows.first().and_then(|r| r.seq))
+    }
+
+    /// Up to `limit` retained events after `since`, in `seq` order.
+    pub fn after(&self, since: u64, limit: u64) -> Result<Vec<HistoryRow>> {
+        self.sql
+            .exec(
+                "SELECT type, body, merged FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                vec![seq(since), seq(limit)],
+            )?
+            .to_array()
     }
 
     /// The live snapshot in `seq` order; entries past their expiry are dropped.

@@ -10,6 +10,7 @@ use crate::core::auth::{self, Claims};
 use crate::core::channel::Channel;
 use crate::core::config::Config;
 use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
+use crate::core::history::HistoryQuery;
 use crate::core::protocol::{parse_publish, PublishEvent, PublishResult, MAX_FRAME_BYTES};
 use crate::glue::{self, error_response, json_response, now_ms, refuse_upgrade};
 
@@ -47,6 +48,7 @@ enum Route<'a> {
     Publish,
     ChannelWs(&'a str),
     Snapshot(&'a str),
+    History(&'a str),
     NotFound,
 }
 
@@ -57,6 +59,7 @@ fn parse_path(path: &str) -> Route<'_> {
         ["v1", "publish"] => Route::Publish,
         ["ws", channel] if !channel.is_empty() => Route::ChannelWs(channel),
         ["v1", "channels", channel, "snapshot"] => Route::Snapshot(channel),
+        ["v1", "channels", channel, "history"] => Route::History(channel),
         _ => Route::NotFound,
     }
 }
@@ -108,7 +111,11 @@ async fn route(req: Request, env: &Env) -> Result<Response> {
             _ => method_not_allowed("GET"),
         },
         Route::Snapshot(raw) => match method {
-            Method::Get => snapshot(req, env, raw).await,
+            Method::Get => channel_read(req, env, raw, "snapshot").await,
+            _ => method_not_allowed("GET"),
+        },
+        Route::History(raw) => match method {
+            Method::Get => channel_read(req, env, raw, "history").await,
             _ => method_not_allowed("GET"),
         },
         Route::NotFound => error_response(
@@ -207,7 +214,9 @@ async fn channel_socket(req: Request, env: &Env, raw: &str) -> Result<Response> 
         .await
 }
 
-async fn snapshot(req: Request, env: &Env, raw: &str) -> Result<Response> {
+/// `GET /v1/channels/{channel}/snapshot|history`: any scope, within the
+/// token's `channels` claim; a history query is validated here.
+async fn channel_read(req: Request, env: &Env, raw: &str, what: &str) -> Result<Response> {
     let config = glue::config(env);
     let claims = match bearer(&req, env, &config) {
         Ok(c) => c,
@@ -220,11 +229,23 @@ async fn snapshot(req: Request, env: &Env, raw: &str) -> Result<Response> {
     if !claims.allows(&channel, false) {
         return error_response(&ApiError::forbidden_channel(channel.name()));
     }
+    let mut target = format!("https://room/{what}");
+    if what == "history" {
+        let url = req.url()?;
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        match HistoryQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+            Ok(q) => target = format!("{target}?since={}&limit={}", q.since, q.limit),
+            Err(e) => return error_response(&e),
+        }
+    }
     let headers = Headers::new();
     headers.set(CHANNEL_HEADER, channel.name())?;
     let mut init = RequestInit::new();
     init.with_headers(headers);
-    let req = Request::new_with_init("https://room/snapshot", &init)?;
+    let req = Request::new_with_init(&target, &init)?;
     room(env, channel.name())?.fetch_with_request(req).await
 }
 

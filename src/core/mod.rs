@@ -7,6 +7,7 @@ pub mod channel;
 pub mod config;
 pub mod error;
 pub mod filter;
+pub mod history;
 pub mod limits;
 pub mod protocol;
 pub mod session;

@@ -31,6 +31,9 @@ pub struct Session {
     /// The client asked for batched frames (`?batch=1`).
     pub batch: bool,
     pub limiter: RateLimiter,
+    /// `?since=` of the upgrade URL: the first subscription resumes from it.
+    #[serde(default)]
+    pub resume_from: Option<u64>,
 }
 
 impl Session {
@@ -45,6 +48,7 @@ impl Session {
             filters: Filters::default(),
             batch,
             limiter: RateLimiter::default(),
+            resume_from: None,
         }
     }
 

@@ -157,7 +157,12 @@ pub fn state_dir(name: &str) -> PathBuf {
 
 /// Settings of the shared gateway: a short auth timeout and JWT leeway, so the
 /// timeout and expiry tests take seconds (the defaults are unit-tested).
-pub const SHARED_VARS: &[(&str, &str)] = &[("AUTH_TIMEOUT_S", "2"), ("JWT_LEEWAY_S", "2")];
+/// History keeps 100 events so a test can outrun it.
+pub const SHARED_VARS: &[(&str, &str)] = &[
+    ("AUTH_TIMEOUT_S", "2"),
+    ("JWT_LEEWAY_S", "2"),
+    ("HISTORY_MAX_EVENTS", "100"),
+];
 
 /// The gateway shared by every test of this binary, started on first use.
 pub fn gateway() -> &'static Gateway {
@@ -214,8 +219,19 @@ pub async fn publish(gw: &Gateway, body: &Value) -> (u16, Value) {
 
 /// `POST /v1/publish` with a raw body and an optional bearer token.
 pub async fn publish_raw(gw: &Gateway, body: &str, bearer: Option<&str>) -> (u16, Value) {
+    publish_to(&gw.http(), body, bearer)
+        .await
+        .unwrap_or_else(|e| panic!("publish: {e}"))
+}
+
+/// `POST {base}/v1/publish`; `Err` when no answer came (refused, reset, timeout).
+pub async fn publish_to(
+    base: &str,
+    body: &str,
+    bearer: Option<&str>,
+) -> Result<(u16, Value), String> {
     let mut req = http()
-        .post(format!("{}/v1/publish", gw.http()))
+        .post(format!("{base}/v1/publish"))
         .header("content-type", "application/json")
         .body(body.to_owned());
     if let Some(t) = bearer {
@@ -223,14 +239,14 @@ pub async fn publish_raw(gw: &Gateway, body: &str, bearer: Option<&str>) -> (u16
     }
     let resp = tokio::time::timeout(WAIT, req.send())
         .await
-        .expect("publish timed out")
-        .expect("publish request");
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
-    (
+    Ok((
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    ))
 }
 
 /// Publishes one event and returns its `seq`, asserting a 200.
@@ -338,6 +354,18 @@ impl Client {
             Ok(Some(Err(e))) => panic!("socket error: {e}"),
             Ok(None) => None,
             Err(_) => None,
+        }
+    }
+
+    /// The next JSON text message, or `None` once the connection is gone (closed,
+    /// reset) or nothing came within `wait`.
+    pub async fn try_next_json(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(wait, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).ok(),
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                _ => return None,
+            }
         }
     }
 

@@ -10,3 +10,4 @@ mod fanout;
 mod persistence;
 mod protocol;
 mod publish;
+mod resume;
