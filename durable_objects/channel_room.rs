@@ -1,16 +1,18 @@
 //! The ChannelRoom Durable Object: one per channel. It owns the channel's
-//! sequence, history and snapshot, and holds its `/ws/{channel}` sockets with
-//! the hibernation API.
+//! sequence, history and snapshot, holds its `/ws/{channel}` sockets with the
+//! hibernation API, and hands each event once to every hub with subscribers.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
+use futures::future::join_all;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use wasm_bindgen::JsValue;
 use worker::{
-    durable_object, DurableObject, Env, Request, Response, Result, ScheduledTime, State, WebSocket,
-    WebSocketIncomingMessage, WebSocketPair,
+    durable_object, DurableObject, Env, Headers, Method, Request, RequestInit, Response, Result,
+    State, Stub, WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
 use crate::core::auth::{self, Claims};
@@ -18,24 +20,35 @@ use crate::core::channel::Channel;
 use crate::core::config::Config;
 use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
 use crate::core::filter::Filters;
-use crate::core::history::{self, HistoryQuery, Resume};
+use crate::core::history::{self, HistoryQuery};
 use crate::core::protocol::{
-    AuthSuccess, ChannelEvent, ChannelOnly, ClientMessage, Empty, PublishEvent, PublishResult,
-    RateLimitInfo, ServerMessage, SnapshotData, Subscribed, MAX_FRAME_BYTES, PING_REQUEST,
-    PING_RESPONSE,
+    ChannelEvent, ChannelOnly, ClientMessage, Empty, PublishEvent, PublishResult, ServerMessage,
+    MAX_FRAME_BYTES, PING_REQUEST, PING_RESPONSE,
 };
-use crate::core::session::{Deadline, Session};
+use crate::core::session::{Conn, Session};
 use crate::core::snapshot::{self, SnapshotOp};
+use crate::core::subscriptions::{
+    subscription_frames, AttachRequest, AttachResponse, DeliverRequest, DeliverResponse, Delivered,
+};
 use crate::core::time::rfc3339_ms;
-use crate::glue::{self, error_response, now_ms, now_rfc3339, ok_json, refuse, send, send_str};
+use crate::glue::{
+    self, auth_success, connection_id, enforce_deadline, error_response, load, now_ms, now_rfc3339,
+    ok_json, rate_limit_info, rate_limited, rearm, refuse, save, send, send_str, storage_failed,
+    too_large, wake_by,
+};
 use crate::room_store::RoomStore;
-use crate::router::{CHANNEL_HEADER, CLAIMS_HEADER};
+use crate::router::{CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING};
 
 /// A socket that receives events, with the filters it receives them through.
 struct Target {
     ws: WebSocket,
     filters: Filters,
 }
+
+type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// A newly stored event for the hubs, with its index in the publish results.
+type Fresh = (usize, Delivered);
 
 #[durable_object]
 pub struct ChannelRoom {
@@ -46,21 +59,8 @@ pub struct ChannelRoom {
     /// Receiving sockets, rebuilt from the attachments after any change; the
     /// publish path reads it instead of decoding every attachment per event.
     targets: RefCell<Option<Rc<Vec<Target>>>>,
-}
-
-fn load(ws: &WebSocket) -> Option<Session> {
-    let text: String = ws.deserialize_attachment().ok().flatten()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn save(ws: &WebSocket, session: &Session) -> bool {
-    ws.serialize_attachment(to_json(session)).is_ok()
-}
-
-fn connection_id() -> String {
-    let a = (js_sys::Math::random() * 4_294_967_296.0) as u64;
-    let b = (js_sys::Math::random() * 4_294_967_296.0) as u64;
-    format!("{a:08x}{b:08x}")
+    /// One stub per hub, reused so deliveries to a hub keep their order.
+    hub_stubs: RefCell<HashMap<String, Rc<Stub>>>,
 }
 
 impl DurableObject for ChannelRoom {
@@ -84,17 +84,21 @@ impl DurableObject for ChannelRoom {
             config,
             store,
             targets: RefCell::new(None),
+            hub_stubs: RefCell::new(HashMap::new()),
         }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        let url = req.url()?;
-        match url.path() {
+        let path = req.path();
+        match path.as_str() {
             "/health" => Response::ok("ok"),
             "/ws" => self.accept(req).await,
             "/publish" => self.publish(req).await,
-            "/snapshot" => self.snapshot_http(req),
-            "/history" => self.history_http(req),
+            "/snapshot" => answer(self.snapshot_json(&req)),
+            "/history" => answer(self.history_json(&req)),
+            "/attach" => answer(self.attach(req).await),
+            "/detach" => answer(self.detach(req).await),
+            "/stats" => answer(self.stats_json()),
             _ => error_response(&ApiError::new(ErrorCode::NotFound, "unknown room path")),
         }
     }
@@ -130,52 +134,44 @@ impl DurableObject for ChannelRoom {
 
     async fn alarm(&self) -> Result<Response> {
         let now = now_ms();
-        let mut next: Option<i64> = None;
-        for ws in self.state.get_websockets() {
-            let Some(session) = load(&ws) else { continue };
-            match session.check(now, &self.config) {
-                Deadline::AuthTimedOut => refuse(
-                    &ws,
-                    &ApiError::new(ErrorCode::AuthFailed, "no auth message within the timeout"),
-                    ErrorFrame::AuthFailed,
-                    CloseCode::AuthTimeout,
-                ),
-                Deadline::Expired => refuse(
-                    &ws,
-                    &ApiError::new(
-                        ErrorCode::AuthExpired,
-                        "token has expired; reconnect with a fresh token",
-                    ),
-                    ErrorFrame::Error,
-                    CloseCode::AuthFailed,
-                ),
-                Deadline::At(t) => next = Some(next.map_or(t, |n| n.min(t))),
-                Deadline::None => {}
-            }
-        }
+        let next = self
+            .state
+            .get_websockets()
+            .iter()
+            .filter_map(|ws| {
+                let session: Session = load(ws)?;
+                enforce_deadline(&self.state, ws, &session.conn, now, &self.config)
+            })
+            .min();
         self.invalidate();
-        if let Some(t) = next {
-            self.state.storage().set_alarm(at(t)).await?;
-        }
+        rearm(&self.state.storage(), next).await?;
         Response::ok("")
     }
 }
 
+/// Answers a JSON body built by a handler, or its error.
+fn answer(result: ApiResult<String>) -> Result<Response> {
+    match result {
+        Ok(body) => glue::json_response(body, 200),
+        Err(e) => error_response(&e),
+    }
+}
+
 impl ChannelRoom {
-    fn store(&self) -> std::result::Result<&RoomStore, ApiError> {
+    fn store(&self) -> ApiResult<&RoomStore> {
         self.store
             .as_ref()
             .ok_or_else(|| ApiError::internal("channel storage is unavailable"))
     }
 
-    fn channel_of(req: &Request, config: &Config) -> std::result::Result<Channel, ApiError> {
+    fn channel_of(&self, req: &Request) -> ApiResult<Channel> {
         let name = req
             .headers()
             .get(CHANNEL_HEADER)
             .ok()
             .flatten()
             .unwrap_or_default();
-        Channel::parse(&name, config)
+        Channel::parse(&name, &self.config)
     }
 
     fn invalidate(&self) {
@@ -191,7 +187,7 @@ impl ChannelRoom {
             .get_websockets()
             .into_iter()
             .filter_map(|ws| {
-                let s = load(&ws)?;
+                let s: Session = load(&ws)?;
                 s.receives().then_some(Target {
                     ws,
                     filters: s.filters,
@@ -203,27 +199,40 @@ impl ChannelRoom {
         list
     }
 
-    /// Makes sure an alarm fires by `deadline`.
-    async fn wake_by(&self, deadline: Option<i64>) {
-        let Some(deadline) = deadline else { return };
-        let storage = self.state.storage();
-        let current = storage.get_alarm().await.ok().flatten();
-        if current.is_none_or(|c| c > deadline) {
-            if let Err(e) = storage.set_alarm(at(deadline)).await {
-                worker::console_error!("cannot set alarm: {e}");
+    /// What a new subscriber needs: the head and either the retained events
+    /// after `since` or the snapshot. Read without awaiting, so no publish can
+    /// slip between the head and the events.
+    fn subscription_state(&self, since: Option<u64>) -> ApiResult<AttachResponse> {
+        let store = self.store()?;
+        let read = storage_failed(
+            ErrorCode::SubscriptionFailed,
+            "the channel state could not be read",
+        );
+        let head = store.head().map_err(read)?;
+        let resume = match since {
+            Some(s) => Some(history::resume(s, head, store.oldest().map_err(read)?)),
+            None => None,
+        };
+        let events = match resume {
+            Some(history::Resume::Replay { after }) => {
+                store.after(after, u64::MAX).map_err(read)?
             }
-        }
+            _ => store.snapshot(now_ms()).map_err(read)?,
+        };
+        Ok(AttachResponse {
+            head,
+            recovered: resume.map(history::Resume::recovered),
+            events,
+        })
     }
 
     async fn accept(&self, req: Request) -> Result<Response> {
-        let channel = match Self::channel_of(&req, &self.config) {
+        let channel = match self.channel_of(&req) {
             Ok(c) => c,
             Err(e) => return error_response(&e),
         };
-        let batch = req
-            .url()?
-            .query_pairs()
-            .any(|(k, v)| k == "batch" && v == "1");
+        let url = req.url()?;
+        let batch = url.query_pairs().any(|(k, v)| k == "batch" && v == "1");
         let claims: Option<Claims> = req
             .headers()
             .get(CLAIMS_HEADER)?
@@ -231,12 +240,18 @@ impl ChannelRoom {
         let pair = WebSocketPair::new()?;
         let ws = pair.server;
         self.state.accept_web_socket(&ws);
-        let mut session = Session::new(connection_id(), channel.name().to_owned(), now_ms(), batch);
-        if let Some((_, raw)) = req.url()?.query_pairs().find(|(k, _)| k == "since") {
+        let mut session = Session::new(
+            Conn::new(connection_id(), now_ms(), batch),
+            channel.name().to_owned(),
+        );
+        if let Some((_, raw)) = url.query_pairs().find(|(k, _)| k == "since") {
             match raw.parse::<u64>() {
                 Ok(since) => session.resume_from = Some(since),
                 Err(_) => {
-                    let err = ApiError::invalid("since", format!("'since' must be a non-negative integer, got '{raw}'; subscribing without it"));
+                    let err = ApiError::invalid(
+                        "since",
+                        format!("'since' must be a non-negative integer, got '{raw}'; subscribing without it"),
+                    );
                     send_str(&ws, &err.frame(ErrorFrame::Error, &now_rfc3339()));
                 }
             }
@@ -244,32 +259,23 @@ impl ChannelRoom {
         match claims {
             Some(claims) => {
                 self.authenticate(&ws, &mut session, &claims, &channel, true)
-                    .await;
+                    .await
             }
             None => {
-                self.send_rate_limit_info(&ws);
+                send_str(&ws, &rate_limit_info(&self.config));
                 save(&ws, &session);
-                self.wake_by(session.deadline_ms(&self.config)).await;
+                wake_by(
+                    &self.state.storage(),
+                    session.conn.next_check_ms(&self.config),
+                )
+                .await;
             }
         }
         Response::from_websocket(pair.client)
     }
 
-    fn send_rate_limit_info(&self, ws: &WebSocket) {
-        let ts = now_rfc3339();
-        send_str(
-            ws,
-            &ServerMessage::RateLimitInfo {
-                timestamp: &ts,
-                data: RateLimitInfo::from_config(&self.config),
-            }
-            .to_json(),
-        );
-    }
-
     /// Accepts verified claims on a socket: checks scope and channel, answers
     /// `auth.success`, and on a first authentication subscribes the socket.
-    /// A refusal closes the socket; the session is saved either way.
     async fn authenticate(
         &self,
         ws: &WebSocket,
@@ -290,111 +296,49 @@ impl ChannelRoom {
                 CloseCode::Forbidden,
             );
         }
-        let first = session.identity.is_none();
-        session.authenticate(claims, &self.config);
-        let ts = now_rfc3339();
-        send_str(
-            ws,
-            &ServerMessage::AuthSuccess {
-                timestamp: &ts,
-                data: AuthSuccess {
-                    sub: claims.sub.as_deref(),
-                    exp: claims.exp,
-                    connection_id: &session.id,
-                },
-            }
-            .to_json(),
-        );
+        let first = !session.conn.is_authenticated();
+        session.conn.authenticate(claims, &self.config);
+        send_str(ws, &auth_success(claims, &session.conn.id));
         if via_url {
-            self.send_rate_limit_info(ws);
+            send_str(ws, &rate_limit_info(&self.config));
         }
         if first {
             session.subscribed = true;
             let since = session.resume_from.take();
             self.send_subscription(ws, session, since);
         }
-        save(ws, session);
-        self.invalidate();
-        self.wake_by(session.deadline_ms(&self.config)).await;
-    }
-
-    /// `subscribed`, then either the retained events after `since` (a resume
-    /// inside the window) or the filtered `snapshot`. Nothing awaits in
-    /// between, so no publish can slip into the seam.
-    fn send_subscription(&self, ws: &WebSocket, session: &Session, since: Option<u64>) {
-        if let Err(err) = self.try_send_subscription(ws, session, since) {
-            send_str(ws, &err.frame(ErrorFrame::Error, &now_rfc3339()));
+        if !save(ws, session) {
+            let err = ApiError::new(
+                ErrorCode::AuthFailed,
+                "the token's claims are too large for a connection",
+            );
+            return refuse(ws, &err, ErrorFrame::AuthFailed, CloseCode::AuthFailed);
         }
+        self.invalidate();
+        wake_by(
+            &self.state.storage(),
+            session.conn.next_check_ms(&self.config),
+        )
+        .await;
     }
 
-    fn try_send_subscription(
-        &self,
-        ws: &WebSocket,
-        session: &Session,
-        since: Option<u64>,
-    ) -> std::result::Result<(), ApiError> {
-        let store = self.store()?;
-        let read = storage_failed(
-            ErrorCode::SubscriptionFailed,
-            "the channel state could not be read",
-        );
-        let now = now_ms();
-        let head = store.head().map_err(read)?;
-        let resume = match since {
-            Some(s) => Some(history::resume(s, head, store.oldest().map_err(read)?)),
-            None => None,
-        };
-        let ts = rfc3339_ms(now);
-        send_str(
-            ws,
-            &ServerMessage::Subscribed {
-                timestamp: &ts,
-                data: Subscribed {
-                    channel: &session.channel,
-                    filters: session.filters.to_value(),
-                    seq: head,
-                    recovered: resume.map(Resume::recovered),
-                },
-            }
-            .to_json(),
-        );
-        let passes = |kind: &str, merged: &str| {
-            session.filters.is_empty()
-                || serde_json::from_str::<Value>(merged)
-                    .is_ok_and(|m| session.filters.matches(kind, &m))
-        };
-        if let Some(Resume::Replay { after }) = resume {
-            for row in store.after(after, u64::MAX).map_err(read)? {
-                if passes(&row.kind, &row.merged) {
-                    send_str(ws, &row.body);
+    fn send_subscription(&self, ws: &WebSocket, session: &Session, since: Option<u64>) {
+        match self.subscription_state(since) {
+            Ok(state) => {
+                for frame in
+                    subscription_frames(&session.channel, &session.filters, &state, &now_rfc3339())
+                {
+                    send_str(ws, &frame);
                 }
             }
-            return Ok(());
-        }
-        let bodies: Vec<Box<RawValue>> = store
-            .snapshot(now)
-            .map_err(read)?
-            .into_iter()
-            .filter(|r| passes(&r.kind, &r.merged))
-            .filter_map(|r| RawValue::from_string(r.body).ok())
-            .collect();
-        send_str(
-            ws,
-            &ServerMessage::Snapshot {
-                timestamp: &ts,
-                data: SnapshotData {
-                    channel: &session.channel,
-                    seq: head,
-                    events: bodies.iter().map(AsRef::as_ref).collect(),
-                },
+            Err(err) => {
+                send_str(ws, &err.frame(ErrorFrame::Error, &now_rfc3339()));
             }
-            .to_json(),
-        );
-        Ok(())
+        }
     }
 
     async fn on_message(&self, ws: &WebSocket, message: WebSocketIncomingMessage) {
-        let Some(mut session) = load(ws) else {
+        let Some(mut session) = load::<Session>(ws) else {
             let _ = ws.close(Some(1011), Some("lost connection state"));
             return;
         };
@@ -419,18 +363,14 @@ impl ChannelRoom {
                 CloseCode::MessageTooBig,
             );
         }
-        if session.limiter.hit(now, &self.config).is_err() {
-            let err = ApiError::new(
-                ErrorCode::RateLimitExceeded,
-                "too many messages; slow down and reconnect",
-            )
-            .with(
-                "max_messages_per_minute",
-                self.config.max_messages_per_minute,
-            )
-            .with("burst_limit", self.config.burst_limit)
-            .with("burst_window", self.config.burst_window_s);
-            return refuse(ws, &err, ErrorFrame::Error, CloseCode::RateLimited);
+        session.conn.last_seen_ms = now;
+        if session.conn.limiter.hit(now, &self.config).is_err() {
+            return refuse(
+                ws,
+                &rate_limited(&self.config),
+                ErrorFrame::Error,
+                CloseCode::RateLimited,
+            );
         }
         let parsed = match text {
             Some(t) => ClientMessage::parse(&t),
@@ -461,8 +401,7 @@ impl ChannelRoom {
                     now / 1000,
                     i64::from(self.config.jwt_leeway_s),
                 );
-                let channel = Channel::parse(&session.channel, &self.config);
-                match (verified, channel) {
+                match (verified, Channel::parse(&session.channel, &self.config)) {
                     (Ok(claims), Ok(channel)) => {
                         return self
                             .authenticate(ws, &mut session, &claims, &channel, false)
@@ -474,7 +413,7 @@ impl ChannelRoom {
                 }
             }
             Ok(ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. })
-                if session.identity.is_none() =>
+                if !session.conn.is_authenticated() =>
             {
                 let err = ApiError::new(
                     ErrorCode::AuthFailed,
@@ -485,10 +424,10 @@ impl ChannelRoom {
             Ok(ClientMessage::Subscribe {
                 channel,
                 filters,
-                since: _,
+                since,
             }) => match self.resubscribe(&mut session, &channel, filters.as_ref()) {
                 Ok(()) => {
-                    self.send_subscription(ws, &session, None);
+                    self.send_subscription(ws, &session, since);
                     self.invalidate();
                 }
                 Err(e) => {
@@ -519,7 +458,7 @@ impl ChannelRoom {
         session: &mut Session,
         channel: &str,
         filters: Option<&Value>,
-    ) -> std::result::Result<(), ApiError> {
+    ) -> ApiResult<()> {
         if channel != session.channel {
             return Err(ApiError::new(
                 ErrorCode::SubscriptionFailed,
@@ -536,82 +475,112 @@ impl ChannelRoom {
         Ok(())
     }
 
-    fn snapshot_http(&self, req: Request) -> Result<Response> {
-        let built = (|| {
-            let channel = Self::channel_of(&req, &self.config)?;
-            let store = self.store()?;
-            let read = storage_failed(
-                ErrorCode::InternalError,
-                "the channel state could not be read",
-            );
-            let head = store.head().map_err(read)?;
-            let rows = store.snapshot(now_ms()).map_err(read)?;
-            let events: Vec<Box<RawValue>> = rows
-                .into_iter()
-                .filter_map(|r| RawValue::from_string(r.body).ok())
-                .collect();
-            #[derive(serde::Serialize)]
-            struct Body<'a> {
-                channel: &'a str,
-                seq: u64,
-                events: &'a [Box<RawValue>],
-            }
-            Ok::<String, ApiError>(to_json(&Body {
-                channel: channel.name(),
-                seq: head,
-                events: &events,
-            }))
-        })();
-        match built {
-            Ok(body) => glue::json_response(body, 200),
-            Err(e) => error_response(&e),
+    fn snapshot_json(&self, req: &Request) -> ApiResult<String> {
+        let channel = self.channel_of(req)?;
+        let state = self.subscription_state(None)?;
+        let events: Vec<Box<RawValue>> = state
+            .events
+            .into_iter()
+            .filter_map(|r| RawValue::from_string(r.body).ok())
+            .collect();
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            channel: &'a str,
+            seq: u64,
+            events: &'a [Box<RawValue>],
         }
+        Ok(to_json(&Body {
+            channel: channel.name(),
+            seq: state.head,
+            events: &events,
+        }))
     }
 
-    fn history_http(&self, req: Request) -> Result<Response> {
-        let built = (|| {
-            let channel = Self::channel_of(&req, &self.config)?;
-            let url = req.url().map_err(|_| ApiError::internal("bad room URL"))?;
-            let pairs: Vec<(String, String)> = url
-                .query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
-            let query = HistoryQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-            let store = self.store()?;
-            let read = storage_failed(
-                ErrorCode::InternalError,
-                "the channel history could not be read",
-            );
-            let head = store.head().map_err(read)?;
-            let recovered =
-                history::resume(query.since, head, store.oldest().map_err(read)?).recovered();
-            let rows = store.after(query.since, query.limit).map_err(read)?;
-            let events: Vec<Box<RawValue>> = rows
-                .into_iter()
-                .filter_map(|r| RawValue::from_string(r.body).ok())
-                .collect();
-            #[derive(serde::Serialize)]
-            struct Body<'a> {
-                channel: &'a str,
-                head: u64,
-                recovered: bool,
-                events: &'a [Box<RawValue>],
-            }
-            Ok::<String, ApiError>(to_json(&Body {
-                channel: channel.name(),
-                head,
-                recovered,
-                events: &events,
-            }))
-        })();
-        match built {
-            Ok(body) => glue::json_response(body, 200),
-            Err(e) => error_response(&e),
+    fn history_json(&self, req: &Request) -> ApiResult<String> {
+        let channel = self.channel_of(req)?;
+        let url = req.url().map_err(|_| ApiError::internal("bad room URL"))?;
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let query = HistoryQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let store = self.store()?;
+        let read = storage_failed(
+            ErrorCode::InternalError,
+            "the channel history could not be read",
+        );
+        let head = store.head().map_err(read)?;
+        let recovered =
+            history::resume(query.since, head, store.oldest().map_err(read)?).recovered();
+        let events: Vec<Box<RawValue>> = store
+            .after(query.since, query.limit)
+            .map_err(read)?
+            .into_iter()
+            .filter_map(|r| RawValue::from_string(r.body).ok())
+            .collect();
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            channel: &'a str,
+            head: u64,
+            recovered: bool,
+            events: &'a [Box<RawValue>],
         }
+        Ok(to_json(&Body {
+            channel: channel.name(),
+            head,
+            recovered,
+            events: &events,
+        }))
+    }
+
+    fn stats_json(&self) -> ApiResult<String> {
+        let store = self.store()?;
+        let read = storage_failed(
+            ErrorCode::InternalError,
+            "the channel state could not be read",
+        );
+        #[derive(serde::Serialize)]
+        struct Body {
+            direct: usize,
+            seq: u64,
+        }
+        Ok(to_json(&Body {
+            direct: self.targets().len(),
+            seq: store.head().map_err(read)?,
+        }))
+    }
+
+    /// A hub with a new subscriber: register it, and answer the state that
+    /// subscriber starts from.
+    async fn attach(&self, mut req: Request) -> ApiResult<String> {
+        let body: AttachRequest = req
+            .json()
+            .await
+            .map_err(|_| ApiError::internal("malformed attach"))?;
+        let write = storage_failed(
+            ErrorCode::SubscriptionFailed,
+            "the hub could not be registered",
+        );
+        self.store()?.set_hub(&body.hub, true).map_err(write)?;
+        Ok(to_json(&self.subscription_state(body.since)?))
+    }
+
+    /// A hub whose last subscriber left.
+    async fn detach(&self, mut req: Request) -> ApiResult<String> {
+        let body: AttachRequest = req
+            .json()
+            .await
+            .map_err(|_| ApiError::internal("malformed detach"))?;
+        let write = storage_failed(
+            ErrorCode::InternalError,
+            "the hub could not be unregistered",
+        );
+        self.store()?.set_hub(&body.hub, false).map_err(write)?;
+        Ok("{}".into())
     }
 
     async fn publish(&self, mut req: Request) -> Result<Response> {
-        let channel = match Self::channel_of(&req, &self.config) {
+        let channel = match self.channel_of(&req) {
             Ok(c) => c,
             Err(e) => return error_response(&e),
         };
@@ -624,24 +593,28 @@ impl ChannelRoom {
                 ))
             }
         };
-        match self.append_and_fan_out(&channel, events) {
-            Ok(results) => ok_json(&results),
-            Err(e) => error_response(&e),
-        }
+        let (mut results, fresh) = match self.append_and_fan_out(&channel, events) {
+            Ok(r) => r,
+            Err(e) => return error_response(&e),
+        };
+        self.deliver_to_hubs(&channel, &mut results, fresh).await;
+        ok_json(&results)
     }
 
-    /// Orders, stores and delivers each event in turn. An event is sent only
-    /// after its writes are queued, and the answer waits for them to be durable.
+    /// Orders, stores and sends each event to the direct sockets. Returns the
+    /// results and the newly stored events (with their index in `results`) for
+    /// the hubs. The answer waits until the writes are durable.
     fn append_and_fan_out(
         &self,
         channel: &Channel,
         events: Vec<PublishEvent>,
-    ) -> std::result::Result<Vec<PublishResult>, ApiError> {
+    ) -> ApiResult<(Vec<PublishResult>, Vec<Fresh>)> {
         let store = self.store()?;
-        let write = |e: worker::Error| ApiError::internal(format!("storage write failed: {e}"));
+        let write = storage_failed(ErrorCode::InternalError, "the event could not be stored");
         let now = now_ms();
         let targets = self.targets();
         let mut results = Vec::with_capacity(events.len());
+        let mut fresh = Vec::with_capacity(events.len());
         for ev in events {
             if let Some(id) = &ev.id {
                 if let Some(seq) = store.seq_of_id(id).map_err(write)? {
@@ -673,13 +646,14 @@ impl ChannelRoom {
                 SnapshotOp::Skip => None,
             };
             let merged = snapshot::merge(previous.as_ref(), &event.data);
+            let merged_json = to_json(&merged);
             store
                 .append(
                     seq,
                     event.id.as_deref(),
                     &event.kind,
                     &body,
-                    &to_json(&merged),
+                    &merged_json,
                     &op,
                     now,
                 )
@@ -689,6 +663,15 @@ impl ChannelRoom {
                 .iter()
                 .filter(|t| t.filters.matches(&event.kind, &merged) && send(&t.ws, &frame))
                 .count() as u64;
+            fresh.push((
+                results.len(),
+                Delivered {
+                    seq,
+                    kind: event.kind,
+                    body,
+                    merged: merged_json,
+                },
+            ));
             results.push(PublishResult {
                 channel: channel.name().to_owned(),
                 seq,
@@ -699,26 +682,82 @@ impl ChannelRoom {
         if let Err(e) = store.prune(&self.config, now) {
             worker::console_error!("history prune failed: {e}");
         }
-        Ok(results)
+        Ok((results, fresh))
+    }
+
+    fn hub_stub(&self, name: &str) -> Option<Rc<Stub>> {
+        if let Some(s) = self.hub_stubs.borrow().get(name) {
+            return Some(Rc::clone(s));
+        }
+        let stub = Rc::new(
+            self.env
+                .durable_object(HUB_BINDING)
+                .and_then(|ns| ns.get_by_name(name))
+                .ok()?,
+        );
+        self.hub_stubs
+            .borrow_mut()
+            .insert(name.to_owned(), Rc::clone(&stub));
+        Some(stub)
+    }
+
+    /// Sends the new events once to every registered hub, in parallel, and adds
+    /// what each hub delivered. A hub that fails is logged and keeps its
+    /// registration; a hub without subscribers left is forgotten.
+    async fn deliver_to_hubs(
+        &self,
+        channel: &Channel,
+        results: &mut [PublishResult],
+        fresh: Vec<Fresh>,
+    ) {
+        if fresh.is_empty() {
+            return;
+        }
+        let Ok(store) = self.store() else { return };
+        let hubs = match store.hubs() {
+            Ok(h) if !h.is_empty() => h,
+            Ok(_) => return,
+            Err(e) => {
+                worker::console_error!("cannot list hubs: {e}");
+                return;
+            }
+        };
+        let (slots, events): (Vec<usize>, Vec<Delivered>) = fresh.into_iter().unzip();
+        let body = to_json(&DeliverRequest {
+            channel: channel.name().to_owned(),
+            events,
+        });
+        let calls = hubs.iter().filter_map(|name| {
+            let stub = self.hub_stub(name)?;
+            let body = body.clone();
+            Some(async move { (name, deliver(&stub, body).await) })
+        });
+        for (name, outcome) in join_all(calls).await {
+            match outcome {
+                Ok(answer) => {
+                    for (slot, n) in slots.iter().zip(answer.delivered) {
+                        results[*slot].delivered += n;
+                    }
+                    if !answer.registered {
+                        if let Err(e) = store.set_hub(name, false) {
+                            worker::console_error!("cannot forget hub {name}: {e}");
+                        }
+                    }
+                }
+                Err(e) => worker::console_error!("delivery to {name} failed: {e}"),
+            }
+        }
     }
 }
 
-/// Maps a storage failure to the client's error, logging the cause.
-fn storage_failed(
-    code: ErrorCode,
-    what: &'static str,
-) -> impl Fn(worker::Error) -> ApiError + Copy {
-    move |e| {
-        worker::console_error!("{what}: {e}");
-        ApiError::new(code, what)
-    }
-}
-
-/// An absolute alarm time (an `i64` alone would be read as an offset).
-fn at(ms: i64) -> ScheduledTime {
-    ScheduledTime::new(js_sys::Date::new(&JsValue::from_f64(ms as f64)))
-}
-
-fn too_large() -> ApiError {
-    ApiError::new(ErrorCode::MessageTooLarge, "frames are limited to 1 MiB")
+async fn deliver(stub: &Stub, body: String) -> Result<DeliverResponse> {
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(body.into()));
+    let req = Request::new_with_init("https://hub/deliver", &init)?;
+    let mut resp = stub.fetch_with_request(req).await?;
+    resp.json().await
 }

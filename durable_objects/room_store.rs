@@ -9,24 +9,7 @@ use worker::{Result, SqlStorage, SqlStorageValue};
 
 use crate::core::config::Config;
 use crate::core::snapshot::SnapshotOp;
-
-/// One snapshot entry: the event as sent and the merged data filters read.
-#[derive(Debug, Deserialize)]
-pub struct SnapshotRow {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub body: String,
-    pub merged: String,
-}
-
-/// One retained event: as sent, with the merged data filters read.
-#[derive(Debug, Deserialize)]
-pub struct HistoryRow {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub body: String,
-    pub merged: String,
-}
+use crate::core::subscriptions::Delivered;
 
 /// The SQLite tables of one ChannelRoom.
 pub struct RoomStore {
@@ -41,6 +24,7 @@ CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, received_ms INTEGER 
 CREATE INDEX IF NOT EXISTS events_received ON events(received_ms);
 CREATE TABLE IF NOT EXISTS ids (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, received_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS ids_received ON ids(received_ms);
+CREATE TABLE IF NOT EXISTS hubs (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS snapshot (k TEXT PRIMARY KEY, seq INTEGER NOT NULL, type TEXT NOT NULL,
   body TEXT NOT NULL, merged TEXT NOT NULL, expires_ms INTEGER);
 ";
@@ -186,24 +170,51 @@ impl RoomStore {
     }
 
     /// Up to `limit` retained events after `since`, in `seq` order.
-    pub fn after(&self, since: u64, limit: u64) -> Result<Vec<HistoryRow>> {
+    pub fn after(&self, since: u64, limit: u64) -> Result<Vec<Delivered>> {
         self.sql
             .exec(
-                "SELECT type, body, merged FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, type, body, merged FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                 vec![seq(since), seq(limit)],
             )?
             .to_array()
     }
 
     /// The live snapshot in `seq` order; entries past their expiry are dropped.
-    pub fn snapshot(&self, now_ms: i64) -> Result<Vec<SnapshotRow>> {
+    pub fn snapshot(&self, now_ms: i64) -> Result<Vec<Delivered>> {
         self.sql.exec(
             "DELETE FROM snapshot WHERE expires_ms IS NOT NULL AND expires_ms <= ?",
             vec![int(now_ms)],
         )?;
         self.sql
-            .exec("SELECT type, body, merged FROM snapshot ORDER BY seq", None)?
+            .exec(
+                "SELECT seq, type, body, merged FROM snapshot ORDER BY seq",
+                None,
+            )?
             .to_array()
+    }
+
+    /// The hubs registered for this channel.
+    pub fn hubs(&self) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Row {
+            name: String,
+        }
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT name FROM hubs ORDER BY name", None)?
+            .to_array()?;
+        Ok(rows.into_iter().map(|r| r.name).collect())
+    }
+
+    /// Registers or forgets a hub.
+    pub fn set_hub(&self, name: &str, registered: bool) -> Result<()> {
+        let q = if registered {
+            "INSERT OR IGNORE INTO hubs (name) VALUES (?)"
+        } else {
+            "DELETE FROM hubs WHERE name = ?"
+        };
+        self.sql.exec(q, vec![text(name)])?;
+        Ok(())
     }
 
     /// Drops history beyond the configured count and age, and ids older than

@@ -3,10 +3,15 @@
 
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use worker::{Env, Headers, Response, Result, WebSocket, WebSocketPair};
+use worker::{
+    Env, Headers, Response, Result, ScheduledTime, State, Storage, WebSocket, WebSocketPair,
+};
 
+use crate::core::auth::Claims;
 use crate::core::config::Config;
-use crate::core::error::{to_json, ApiError, CloseCode, ErrorFrame};
+use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
+use crate::core::protocol::{AuthSuccess, RateLimitInfo, ServerMessage};
+use crate::core::session::{Conn, Deadline, MAX_ATTACHMENT_BYTES};
 use crate::core::time::rfc3339_ms;
 
 /// Milliseconds since the epoch, from the runtime's clock.
@@ -88,4 +93,158 @@ pub fn refuse_upgrade(err: &ApiError, kind: ErrorFrame, close: CloseCode) -> Res
     pair.server.accept()?;
     refuse(&pair.server, err, kind, close);
     Response::from_websocket(pair.client)
+}
+
+/// Reads a socket's attachment (stored as one JSON string).
+pub fn load<T: serde::de::DeserializeOwned>(ws: &WebSocket) -> Option<T> {
+    let text: String = ws.deserialize_attachment().ok().flatten()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Stores a socket's attachment; `false` when the runtime refused it (too large).
+pub fn save<T: serde::Serialize>(ws: &WebSocket, value: &T) -> bool {
+    let text = to_json(value);
+    text.len() <= MAX_ATTACHMENT_BYTES && ws.serialize_attachment(text).is_ok()
+}
+
+/// A random connection id.
+pub fn connection_id() -> String {
+    let a = (js_sys::Math::random() * 4_294_967_296.0) as u64;
+    let b = (js_sys::Math::random() * 4_294_967_296.0) as u64;
+    format!("{a:08x}{b:08x}")
+}
+
+/// An absolute alarm time (an `i64` alone would be read as an offset).
+fn at(ms: i64) -> ScheduledTime {
+    ScheduledTime::new(js_sys::Date::new(&JsValue::from_f64(ms as f64)))
+}
+
+/// Makes sure the object's alarm fires by `deadline`.
+pub async fn wake_by(storage: &Storage, deadline: i64) {
+    let current = storage.get_alarm().await.ok().flatten();
+    if current.is_none_or(|c| c > deadline) {
+        if let Err(e) = storage.set_alarm(at(deadline)).await {
+            worker::console_error!("cannot set alarm: {e}");
+        }
+    }
+}
+
+/// Sets the alarm to `next` (the earliest deadline left), if any.
+pub async fn rearm(storage: &Storage, next: Option<i64>) -> Result<()> {
+    if let Some(t) = next {
+        storage.set_alarm(at(t)).await?;
+    }
+    Ok(())
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// The Durable Object state, for the one method `worker` does not bind.
+    #[wasm_bindgen(extends = js_sys::Object)]
+    type RawState;
+
+    #[wasm_bindgen(method, js_name = getWebSocketAutoResponseTimestamp)]
+    fn auto_response_timestamp(this: &RawState, ws: &web_sys::WebSocket) -> JsValue;
+}
+
+/// When the runtime last answered this socket's ping for us, if ever.
+fn last_pong_ms(state: &State, ws: &WebSocket) -> Option<i64> {
+    let raw: &RawState = state.as_raw().unchecked_ref();
+    raw.auto_response_timestamp(ws.as_ref())
+        .dyn_into::<js_sys::Date>()
+        .ok()
+        .map(|d| d.get_time() as i64)
+}
+
+/// An alarm's pass over one socket: closes it when its auth timed out, its
+/// token expired or it went silent, and returns when to look again.
+pub fn enforce_deadline(
+    state: &State,
+    ws: &WebSocket,
+    conn: &Conn,
+    now_ms: i64,
+    config: &Config,
+) -> Option<i64> {
+    match conn.check(now_ms, last_pong_ms(state, ws), config) {
+        Deadline::AuthTimedOut => {
+            refuse(
+                ws,
+                &ApiError::new(ErrorCode::AuthFailed, "no auth message within the timeout"),
+                ErrorFrame::AuthFailed,
+                CloseCode::AuthTimeout,
+            );
+            None
+        }
+        Deadline::Expired => {
+            refuse(
+                ws,
+                &ApiError::new(
+                    ErrorCode::AuthExpired,
+                    "token has expired; reconnect with a fresh token",
+                ),
+                ErrorFrame::Error,
+                CloseCode::AuthFailed,
+            );
+            None
+        }
+        Deadline::Silent => {
+            let _ = ws.close(
+                Some(CloseCode::GoingAway.code()),
+                Some(CloseCode::GoingAway.reason()),
+            );
+            None
+        }
+        Deadline::At(t) => Some(t),
+    }
+}
+
+/// Maps a storage failure to the client's error, logging the cause.
+pub fn storage_failed(
+    code: ErrorCode,
+    what: &'static str,
+) -> impl Fn(worker::Error) -> ApiError + Copy {
+    move |e| {
+        worker::console_error!("{what}: {e}");
+        ApiError::new(code, what)
+    }
+}
+
+/// `RATE_LIMIT_EXCEEDED` with the limits in force.
+pub fn rate_limited(config: &Config) -> ApiError {
+    ApiError::new(
+        ErrorCode::RateLimitExceeded,
+        "too many messages; slow down and reconnect",
+    )
+    .with("max_messages_per_minute", config.max_messages_per_minute)
+    .with("burst_limit", config.burst_limit)
+    .with("burst_window", config.burst_window_s)
+}
+
+/// `MESSAGE_TOO_LARGE` for a frame over 1 MiB.
+pub fn too_large() -> ApiError {
+    ApiError::new(ErrorCode::MessageTooLarge, "frames are limited to 1 MiB")
+}
+
+/// The `rate_limit_info` frame.
+pub fn rate_limit_info(config: &Config) -> String {
+    let ts = now_rfc3339();
+    ServerMessage::RateLimitInfo {
+        timestamp: &ts,
+        data: RateLimitInfo::from_config(config),
+    }
+    .to_json()
+}
+
+/// The `auth.success` frame.
+pub fn auth_success(claims: &Claims, connection_id: &str) -> String {
+    let ts = now_rfc3339();
+    ServerMessage::AuthSuccess {
+        timestamp: &ts,
+        data: AuthSuccess {
+            sub: claims.sub.as_deref(),
+            exp: claims.exp,
+            connection_id,
+        },
+    }
+    .to_json()
 }

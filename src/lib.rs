@@ -12,6 +12,9 @@ mod channel_room;
 #[cfg(target_arch = "wasm32")]
 mod glue;
 #[cfg(target_arch = "wasm32")]
+#[path = "../durable_objects/hub.rs"]
+mod hub;
+#[cfg(target_arch = "wasm32")]
 #[path = "../durable_objects/room_store.rs"]
 mod room_store;
 #[cfg(target_arch = "wasm32")]

@@ -18,8 +18,12 @@ use crate::glue::{self, error_response, json_response, now_ms, refuse_upgrade};
 pub const CLAIMS_HEADER: &str = "x-uip-claims";
 /// Header carrying the channel name to its room.
 pub const CHANNEL_HEADER: &str = "x-uip-channel";
+/// Header naming a hub to itself, so it can register with rooms.
+pub const HUB_HEADER: &str = "x-uip-hub";
 /// Binding of the ChannelRoom namespace.
 pub const ROOM_BINDING: &str = "CHANNEL_ROOM";
+/// Binding of the Hub namespace.
+pub const HUB_BINDING: &str = "HUB";
 /// Room name used by `/healthz`; never a valid channel name.
 const HEALTH_ROOM: &str = "__healthz";
 
@@ -46,6 +50,8 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 enum Route<'a> {
     Health,
     Publish,
+    Stats,
+    HubWs,
     ChannelWs(&'a str),
     Snapshot(&'a str),
     History(&'a str),
@@ -57,6 +63,8 @@ fn parse_path(path: &str) -> Route<'_> {
     match segments.as_slice() {
         ["healthz"] => Route::Health,
         ["v1", "publish"] => Route::Publish,
+        ["v1", "stats"] => Route::Stats,
+        ["ws"] => Route::HubWs,
         ["ws", channel] if !channel.is_empty() => Route::ChannelWs(channel),
         ["v1", "channels", channel, "snapshot"] => Route::Snapshot(channel),
         ["v1", "channels", channel, "history"] => Route::History(channel),
@@ -105,6 +113,14 @@ async fn route(req: Request, env: &Env) -> Result<Response> {
         Route::Publish => match method {
             Method::Post => publish(req, env).await,
             _ => method_not_allowed("POST"),
+        },
+        Route::Stats => match method {
+            Method::Get => stats(req, env).await,
+            _ => method_not_allowed("GET"),
+        },
+        Route::HubWs => match method {
+            Method::Get => hub_socket(req, env).await,
+            _ => method_not_allowed("GET"),
         },
         Route::ChannelWs(raw) => match method {
             Method::Get => channel_socket(req, env, raw).await,
@@ -171,47 +187,168 @@ fn channel_from_path(raw: &str, config: &Config) -> std::result::Result<Channel,
     Channel::parse(&name, config)
 }
 
+fn is_upgrade(req: &Request) -> bool {
+    req.headers()
+        .get("upgrade")
+        .ok()
+        .flatten()
+        .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+}
+
+fn upgrade_required() -> Result<Response> {
+    error_response(&ApiError::new(
+        ErrorCode::UpgradeRequired,
+        "this path takes a WebSocket upgrade",
+    ))
+}
+
+/// Builds the request forwarded to a Durable Object for an upgrade: the
+/// original query, `headers`, and the claims of a `?token=` verified here.
+/// `Err` is the in-band refusal to answer instead.
+fn forward_upgrade(
+    req: &Request,
+    env: &Env,
+    config: &Config,
+    headers: Headers,
+) -> Result<std::result::Result<Request, Response>> {
+    let mut url = req.url()?;
+    headers.set("upgrade", "websocket")?;
+    if let Some((_, token)) = url.query_pairs().find(|(k, _)| k == "token") {
+        match auth::verify(
+            &token,
+            &glue::jwt_secret(env),
+            now_ms() / 1000,
+            i64::from(config.jwt_leeway_s),
+        ) {
+            Ok(c) => headers.set(CLAIMS_HEADER, &to_json(&c))?,
+            Err(e) => {
+                return Ok(Err(refuse_upgrade(
+                    &e,
+                    ErrorFrame::AuthFailed,
+                    CloseCode::AuthFailed,
+                )?))
+            }
+        }
+    }
+    url.set_path("/ws");
+    let mut init = RequestInit::new();
+    init.with_headers(headers);
+    Ok(Ok(Request::new_with_init(url.as_str(), &init)?))
+}
+
 async fn channel_socket(req: Request, env: &Env, raw: &str) -> Result<Response> {
-    let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
-    if !upgrade.eq_ignore_ascii_case("websocket") {
-        return error_response(&ApiError::new(
-            ErrorCode::UpgradeRequired,
-            "this path takes a WebSocket upgrade",
-        ));
+    if !is_upgrade(&req) {
+        return upgrade_required();
     }
     let config = glue::config(env);
     let channel = match channel_from_path(raw, &config) {
         Ok(c) => c,
         Err(e) => return refuse_upgrade(&e, ErrorFrame::Error, CloseCode::ChannelNotFound),
     };
-    let url = req.url()?;
-    let token = url
-        .query_pairs()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned());
     let headers = Headers::new();
-    headers.set("upgrade", "websocket")?;
     headers.set(CHANNEL_HEADER, channel.name())?;
-    if let Some(token) = token {
-        let claims = auth::verify(
-            &token,
-            &glue::jwt_secret(env),
-            now_ms() / 1000,
-            i64::from(config.jwt_leeway_s),
-        );
-        match claims {
-            Ok(c) => headers.set(CLAIMS_HEADER, &to_json(&c))?,
-            Err(e) => return refuse_upgrade(&e, ErrorFrame::AuthFailed, CloseCode::AuthFailed),
+    match forward_upgrade(&req, env, &config, headers)? {
+        Ok(forwarded) => {
+            room(env, channel.name())?
+                .fetch_with_request(forwarded)
+                .await
+        }
+        Err(refusal) => Ok(refusal),
+    }
+}
+
+/// `GET /ws`: a multiplexed socket, held by a hub shard picked at random so
+/// sockets spread evenly.
+async fn hub_socket(req: Request, env: &Env) -> Result<Response> {
+    if !is_upgrade(&req) {
+        return upgrade_required();
+    }
+    let config = glue::config(env);
+    let shard = (js_sys::Math::random() * f64::from(config.hub_shards)) as u32 % config.hub_shards;
+    let name = format!("hub-{shard}");
+    let headers = Headers::new();
+    headers.set(HUB_HEADER, &name)?;
+    match forward_upgrade(&req, env, &config, headers)? {
+        Ok(forwarded) => {
+            env.durable_object(HUB_BINDING)?
+                .get_by_name(&name)?
+                .fetch_with_request(forwarded)
+                .await
+        }
+        Err(refusal) => Ok(refusal),
+    }
+}
+
+/// `GET /v1/stats`: connections and subscribers per channel, gathered from
+/// every hub and from the rooms of the known channels and of every channel a
+/// hub has subscribers for.
+async fn stats(req: Request, env: &Env) -> Result<Response> {
+    let config = glue::config(env);
+    if let Err(e) = bearer(&req, env, &config) {
+        return error_response(&e);
+    }
+    #[derive(serde::Deserialize)]
+    struct HubStats {
+        connections: u64,
+        channels: BTreeMap<String, u64>,
+    }
+    #[derive(serde::Deserialize)]
+    struct RoomStats {
+        direct: u64,
+        seq: u64,
+    }
+    #[derive(serde::Serialize)]
+    struct ChannelStats {
+        subscribers: u64,
+        seq: u64,
+    }
+    #[derive(serde::Serialize)]
+    struct Stats {
+        connections: u64,
+        hubs: u32,
+        channels: BTreeMap<String, ChannelStats>,
+    }
+    let hubs = env.durable_object(HUB_BINDING)?;
+    let hub_calls = (0..config.hub_shards).map(|i| {
+        let stub = hubs.get_by_name(&format!("hub-{i}"));
+        async move {
+            let mut resp = stub?.fetch_with_str("https://hub/stats").await?;
+            resp.json::<HubStats>().await
+        }
+    });
+    let mut connections = 0;
+    let mut hub_subs: BTreeMap<String, u64> = crate::core::channel::Known::ALL
+        .iter()
+        .map(|k| (k.name().to_owned(), 0))
+        .collect();
+    for answer in join_all(hub_calls).await {
+        let h = answer?;
+        connections += h.connections;
+        for (channel, n) in h.channels {
+            *hub_subs.entry(channel).or_default() += n;
         }
     }
-    let mut target = url.clone();
-    target.set_path("/ws");
-    let mut init = RequestInit::new();
-    init.with_headers(headers);
-    let forwarded = Request::new_with_init(target.as_str(), &init)?;
-    room(env, channel.name())?
-        .fetch_with_request(forwarded)
-        .await
+    let room_calls = hub_subs.iter().map(|(channel, n)| async move {
+        let headers = Headers::new();
+        headers.set(CHANNEL_HEADER, channel)?;
+        let mut init = RequestInit::new();
+        init.with_headers(headers);
+        let req = Request::new_with_init("https://room/stats", &init)?;
+        let mut resp = room(env, channel)?.fetch_with_request(req).await?;
+        let r: RoomStats = resp.json().await?;
+        Ok::<_, worker::Error>((channel.clone(), n + r.direct, r.direct, r.seq))
+    });
+    let mut channels = BTreeMap::new();
+    for answer in join_all(room_calls).await {
+        let (channel, subscribers, direct, seq) = answer?;
+        connections += direct;
+        channels.insert(channel, ChannelStats { subscribers, seq });
+    }
+    glue::ok_json(&Stats {
+        connections,
+        hubs: config.hub_shards,
+        channels,
+    })
 }
 
 /// `GET /v1/channels/{channel}/snapshot|history`: any scope, within the

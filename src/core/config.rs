@@ -23,6 +23,11 @@ pub struct Config {
     pub history_max_age_s: u64,
     /// Seconds an event `id` is remembered for idempotency (`IDEMPOTENCY_WINDOW_S`).
     pub idempotency_window_s: u64,
+    /// Seconds without a message or auto-response ping before a socket is
+    /// closed by the heartbeat sweep (`HEARTBEAT_TIMEOUT_S`).
+    pub heartbeat_timeout_s: u32,
+    /// Hub shards that hold `/ws` sockets (`HUB_SHARDS`).
+    pub hub_shards: u32,
 }
 
 impl Default for Config {
@@ -38,6 +43,8 @@ impl Default for Config {
             history_max_events: 1000,
             history_max_age_s: 600,
             idempotency_window_s: 600,
+            heartbeat_timeout_s: 30,
+            hub_shards: 4,
         }
     }
 }
@@ -73,6 +80,8 @@ impl Config {
             history_max_events: num(lookup("HISTORY_MAX_EVENTS"), d.history_max_events).max(1),
             history_max_age_s: num(lookup("HISTORY_MAX_AGE_S"), d.history_max_age_s),
             idempotency_window_s: num(lookup("IDEMPOTENCY_WINDOW_S"), d.idempotency_window_s),
+            heartbeat_timeout_s: num(lookup("HEARTBEAT_TIMEOUT_S"), d.heartbeat_timeout_s).max(1),
+            hub_shards: num(lookup("HUB_SHARDS"), d.hub_shards).clamp(1, 1024),
         }
     }
 }

@@ -68,6 +68,8 @@ impl ErrorCode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseCode {
     Normal,
+    /// The heartbeat sweep found the client silent past the timeout.
+    GoingAway,
     MessageTooBig,
     AuthTimeout,
     AuthFailed,
@@ -81,6 +83,7 @@ impl CloseCode {
     pub fn code(self) -> u16 {
         match self {
             CloseCode::Normal => 1000,
+            CloseCode::GoingAway => 1001,
             CloseCode::MessageTooBig => 1009,
             CloseCode::AuthTimeout => 4000,
             CloseCode::AuthFailed => 4001,
@@ -94,6 +97,7 @@ impl CloseCode {
     pub fn reason(self) -> &'static str {
         match self {
             CloseCode::Normal => "normal closure",
+            CloseCode::GoingAway => "heartbeat timeout",
             CloseCode::MessageTooBig => "message too large",
             CloseCode::AuthTimeout => "authentication timeout",
             CloseCode::AuthFailed => "authentication failed",
@@ -266,6 +270,7 @@ mod tests {
     fn close_codes_match_the_spec() {
         let codes: Vec<u16> = [
             CloseCode::Normal,
+            CloseCode::GoingAway,
             CloseCode::MessageTooBig,
             CloseCode::AuthTimeout,
             CloseCode::AuthFailed,
@@ -276,6 +281,6 @@ mod tests {
         .iter()
         .map(|c| c.code())
         .collect();
-        assert_eq!(codes, vec![1000, 1009, 4000, 4001, 4003, 4004, 4008]);
+        assert_eq!(codes, vec![1000, 1001, 1009, 4000, 4001, 4003, 4004, 4008]);
     }
 }

@@ -12,4 +12,5 @@ pub mod limits;
 pub mod protocol;
 pub mod session;
 pub mod snapshot;
+pub mod subscriptions;
 pub mod time;

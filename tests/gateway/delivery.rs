@@ -227,3 +227,61 @@ async fn unsubscribe_stops_delivery_on_a_direct_socket() {
     quiet.send_json(json!({"type": "ping", "n": 1})).await;
     quiet.expect("pong").await;
 }
+
+#[tokio::test]
+async fn a_weather_alert_stays_in_the_snapshot_until_its_end_time() {
+    let gw = gateway();
+    let live = unique("storm_");
+    let over = unique("fog_");
+    publish_ok(
+        gw,
+        "weather",
+        "weather.alert",
+        json!({"alert_type": live, "end_time": "2999-01-01T00:00:00Z"}),
+    )
+    .await;
+    publish_ok(
+        gw,
+        "weather",
+        "weather.alert",
+        json!({"alert_type": over, "end_time": "2000-01-01T00:00:00Z"}),
+    )
+    .await;
+    let (_, snap) = get(gw, "/v1/channels/weather/snapshot", Some(&sub_token())).await;
+    let types: Vec<&str> = snap["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["data"]["alert_type"].as_str())
+        .collect();
+    assert!(types.contains(&live.as_str()), "{snap}");
+    assert!(
+        !types.contains(&over.as_str()),
+        "an ended alert is gone: {snap}"
+    );
+}
+
+#[tokio::test]
+async fn an_alert_stays_until_resolved() {
+    let gw = gateway();
+    let id = unique("ALERT_");
+    publish_ok(gw, "alerts", "alert", json!({"id": id, "priority": "high"})).await;
+    let has = |snap: &serde_json::Value| {
+        snap["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["data"]["id"] == id.as_str())
+    };
+    let (_, snap) = get(gw, "/v1/channels/alerts/snapshot", Some(&sub_token())).await;
+    assert!(has(&snap));
+    publish_ok(
+        gw,
+        "alerts",
+        "alert",
+        json!({"id": id, "status": "resolved"}),
+    )
+    .await;
+    let (_, snap) = get(gw, "/v1/channels/alerts/snapshot", Some(&sub_token())).await;
+    assert!(!has(&snap), "{snap}");
+}
