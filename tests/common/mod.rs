@@ -170,6 +170,22 @@ pub fn gateway() -> &'static Gateway {
     GW.get_or_init(|| Gateway::start(&state_dir("shared"), SHARED_VARS))
 }
 
+/// A second shared gateway with a low minute limit (and a high burst limit so
+/// the minute window is what trips) and a 3 s heartbeat timeout.
+pub fn limits_gateway() -> &'static Gateway {
+    static GW: OnceLock<Gateway> = OnceLock::new();
+    GW.get_or_init(|| {
+        Gateway::start(
+            &state_dir("limits"),
+            &[
+                ("BURST_LIMIT", "1000"),
+                ("MAX_MESSAGES_PER_MINUTE", "100"),
+                ("HEARTBEAT_TIMEOUT_S", "3"),
+            ],
+        )
+    })
+}
+
 /// A channel name no other test uses.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -334,6 +350,23 @@ impl Client {
         c.expect("subscribed").await;
         let snap = c.expect("snapshot").await;
         (c, snap)
+    }
+
+    /// Connects to `/ws?token=…` and reads `auth.success` and `rate_limit_info`.
+    pub async fn multiplexed(gw: &Gateway, token: &str) -> Client {
+        let mut c = Client::connect(gw, &format!("/ws?token={token}")).await;
+        c.expect("auth.success").await;
+        c.expect("rate_limit_info").await;
+        c
+    }
+
+    /// Subscribes to `channel` with `filters` and returns the `snapshot` (or
+    /// the `subscribed` message when the subscription resumed with `since`).
+    pub async fn subscribe(&mut self, channel: &str, filters: Value) -> Value {
+        self.send_json(json!({"type": "subscribe", "channel": channel, "filters": filters}))
+            .await;
+        self.expect_reply("subscribed").await;
+        self.expect_reply("snapshot").await
     }
 
     pub async fn send_text(&mut self, text: &str) {

@@ -7,6 +7,7 @@ mod common;
 mod auth;
 mod delivery;
 mod fanout;
+mod hub;
 mod persistence;
 mod protocol;
 mod publish;
