@@ -18,12 +18,13 @@ use worker::{
 use crate::core::auth::{self, Claims};
 use crate::core::channel::Channel;
 use crate::core::config::Config;
+use crate::core::dialect;
 use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
 use crate::core::filter::Filters;
 use crate::core::history::{self, HistoryQuery};
 use crate::core::protocol::{
     ChannelEvent, ChannelOnly, ClientMessage, Empty, PublishEvent, PublishResult, ServerMessage,
-    MAX_FRAME_BYTES, PING_REQUEST, PING_RESPONSE,
+    PING_REQUEST, PING_RESPONSE,
 };
 use crate::core::session::{Conn, Session};
 use crate::core::snapshot::{self, SnapshotOp};
@@ -32,9 +33,9 @@ use crate::core::subscriptions::{
 };
 use crate::core::time::rfc3339_ms;
 use crate::glue::{
-    self, auth_success, connection_id, enforce_deadline, error_response, load, now_ms, now_rfc3339,
-    ok_json, rate_limit_info, rate_limited, rearm, refuse, save, send, send_str, storage_failed,
-    too_large, wake_by,
+    self, admit, auth_success, connection_id, enforce_deadline, error_response, load, now_ms,
+    now_rfc3339, ok_json, rate_limit_info, rearm, refuse, save, send, send_str, storage_failed,
+    wake_by,
 };
 use crate::room_store::RoomStore;
 use crate::router::{CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING};
@@ -343,41 +344,8 @@ impl ChannelRoom {
             return;
         };
         let now = now_ms();
-        let text = match message {
-            WebSocketIncomingMessage::String(s) => Some(s),
-            WebSocketIncomingMessage::Binary(b) if b.len() > MAX_FRAME_BYTES => {
-                return refuse(
-                    ws,
-                    &too_large(),
-                    ErrorFrame::Error,
-                    CloseCode::MessageTooBig,
-                )
-            }
-            WebSocketIncomingMessage::Binary(_) => None,
-        };
-        if text.as_ref().is_some_and(|t| t.len() > MAX_FRAME_BYTES) {
-            return refuse(
-                ws,
-                &too_large(),
-                ErrorFrame::Error,
-                CloseCode::MessageTooBig,
-            );
-        }
-        session.conn.last_seen_ms = now;
-        if session.conn.limiter.hit(now, &self.config).is_err() {
-            return refuse(
-                ws,
-                &rate_limited(&self.config),
-                ErrorFrame::Error,
-                CloseCode::RateLimited,
-            );
-        }
-        let parsed = match text {
-            Some(t) => ClientMessage::parse(&t),
-            None => Err(ApiError::new(
-                ErrorCode::InvalidMessage,
-                "binary frames are not accepted; send JSON text",
-            )),
+        let Some(parsed) = admit(ws, &mut session.conn, message, now, &self.config) else {
+            return;
         };
         let ts = rfc3339_ms(now);
         match parsed {
@@ -393,6 +361,16 @@ impl ChannelRoom {
                     }
                     .to_json(),
                 );
+            }
+            Ok(ClientMessage::ActionPing) => {
+                send_str(ws, &dialect::pong(&ts));
+            }
+            Ok(ClientMessage::Topics { .. }) => {
+                let err = ApiError::new(
+                    ErrorCode::SubscriptionFailed,
+                    "topics are served on /ws; this socket carries one channel",
+                );
+                send_str(ws, &err.frame(ErrorFrame::Error, &ts));
             }
             Ok(ClientMessage::Auth { token }) => {
                 let verified = auth::verify(
@@ -561,7 +539,9 @@ impl ChannelRoom {
             ErrorCode::SubscriptionFailed,
             "the hub could not be registered",
         );
-        self.store()?.set_hub(&body.hub, true).map_err(write)?;
+        self.store()?
+            .register_hub(&body.hub, body.dialect)
+            .map_err(write)?;
         Ok(to_json(&self.subscription_state(body.since)?))
     }
 
@@ -575,7 +555,7 @@ impl ChannelRoom {
             ErrorCode::InternalError,
             "the hub could not be unregistered",
         );
-        self.store()?.set_hub(&body.hub, false).map_err(write)?;
+        self.store()?.unregister_hub(&body.hub).map_err(write)?;
         Ok("{}".into())
     }
 
@@ -714,8 +694,8 @@ impl ChannelRoom {
             return;
         }
         let Ok(store) = self.store() else { return };
-        let hubs = match store.hubs() {
-            Ok(h) if !h.is_empty() => h,
+        let (hubs, dialect) = match store.hubs() {
+            Ok((h, d)) if !h.is_empty() => (h, d),
             Ok(_) => return,
             Err(e) => {
                 worker::console_error!("cannot list hubs: {e}");
@@ -723,9 +703,21 @@ impl ChannelRoom {
             }
         };
         let (slots, events): (Vec<usize>, Vec<Delivered>) = fresh.into_iter().unzip();
+        // The topic list is built once here, and only while a hub has
+        // dialect subscribers; no hub or socket re-reads the snapshot.
+        let list = if dialect && dialect::topic_of(channel.name()).is_some() {
+            store
+                .snapshot(now_ms())
+                .map(|rows| dialect::list_from_bodies(rows.iter().map(|r| r.body.as_str())))
+                .map_err(|e| worker::console_error!("cannot build the topic list: {e}"))
+                .ok()
+        } else {
+            None
+        };
         let body = to_json(&DeliverRequest {
             channel: channel.name().to_owned(),
             events,
+            list,
         });
         let calls = hubs.iter().filter_map(|name| {
             let stub = self.hub_stub(name)?;
@@ -739,7 +731,7 @@ impl ChannelRoom {
                         results[*slot].delivered += n;
                     }
                     if !answer.registered {
-                        if let Err(e) = store.set_hub(name, false) {
+                        if let Err(e) = store.unregister_hub(name) {
                             worker::console_error!("cannot forget hub {name}: {e}");
                         }
                     }

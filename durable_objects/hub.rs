@@ -1,11 +1,13 @@
 //! The Hub Durable Object: one of N shards holding multiplexed `/ws` sockets
 //! (hibernation API). It registers with a ChannelRoom while it has subscribers
 //! for that channel, receives each event once from the room, and applies every
-//! socket's filters locally.
+//! socket's filters locally. `001_…` dialect sockets subscribe to topics, which
+//! are channels seen as whole lists.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use futures::future::join_all;
 use futures::lock::Mutex;
 use serde::Deserialize;
 use serde_json::Value;
@@ -17,21 +19,20 @@ use worker::{
 
 use crate::core::auth::{self, Claims};
 use crate::core::config::Config;
+use crate::core::dialect::{self, TopicFrame};
 use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
 use crate::core::filter::Filters;
 use crate::core::protocol::{
-    ChannelOnly, ClientMessage, Empty, ServerMessage, MAX_FRAME_BYTES, PING_REQUEST, PING_RESPONSE,
+    ChannelOnly, ClientMessage, Empty, ServerMessage, PING_REQUEST, PING_RESPONSE,
 };
 use crate::core::session::{Conn, HubSession};
 use crate::core::subscriptions::{
     check_subscribe, subscription_frames, AttachRequest, AttachResponse, DeliverRequest,
     DeliverResponse, Delivered, Subscriptions,
 };
-use crate::core::time::rfc3339_ms;
 use crate::glue::{
-    self, auth_success, connection_id, enforce_deadline, error_response, load, now_ms, now_rfc3339,
-    rate_limit_info, rate_limited, rearm, refuse, save, send, send_str, storage_failed, too_large,
-    wake_by,
+    self, admit, auth_success, connection_id, enforce_deadline, error_response, load, now_ms,
+    now_rfc3339, rate_limit_info, rearm, refuse, save, send, send_str, storage_failed, wake_by,
 };
 use crate::router::{CHANNEL_HEADER, CLAIMS_HEADER, HUB_HEADER, ROOM_BINDING};
 
@@ -41,7 +42,34 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS subs (conn TEXT NOT NULL, channel TEXT NOT NULL, filters TEXT NOT NULL,
   PRIMARY KEY (conn, channel));
+CREATE TABLE IF NOT EXISTS topics (conn TEXT NOT NULL, channel TEXT NOT NULL, PRIMARY KEY (conn, channel));
 ";
+
+/// Channel subscriptions and dialect topic subscriptions of this hub's sockets.
+#[derive(Default)]
+struct Index {
+    channels: Subscriptions,
+    topics: Subscriptions,
+}
+
+impl Index {
+    fn wanted(&self, channel: &str) -> bool {
+        !self.channels.subscribers(channel).is_empty()
+            || !self.topics.subscribers(channel).is_empty()
+    }
+}
+
+/// What a subscription in the middle of its attach has missed so far.
+#[derive(Default)]
+struct Pending {
+    events: Vec<Delivered>,
+    /// The newest topic list seen, with the `seq` it is current at.
+    list: Option<(u64, String)>,
+}
+
+/// Which subscription an attach is for: connection, channel, and whether it
+/// is a dialect topic.
+type PendingKey = (String, String, bool);
 
 #[durable_object]
 pub struct Hub {
@@ -49,13 +77,13 @@ pub struct Hub {
     env: Env,
     config: Config,
     sql: SqlStorage,
-    /// Subscriptions of this hub's sockets; loaded from storage after a wake.
-    subs: RefCell<Option<Subscriptions>>,
+    /// Loaded from storage after a wake.
+    index: RefCell<Option<Index>>,
     /// Open sockets by connection id; rebuilt from the attachments after a change.
     sockets: RefCell<Option<HashMap<String, WebSocket>>>,
-    /// Events that arrive for a subscription while its room is still answering
-    /// the attach, so none falls between the snapshot and live delivery.
-    pending: RefCell<HashMap<(String, String), Vec<Delivered>>>,
+    /// Events arriving for subscriptions whose room is still answering the
+    /// attach, so none falls between the snapshot and live delivery.
+    pending: RefCell<HashMap<PendingKey, Pending>>,
     /// Handles one client message at a time, so a socket's messages are
     /// answered in the order they came even across the awaits of an attach.
     turn: Mutex<()>,
@@ -82,7 +110,7 @@ impl DurableObject for Hub {
             env,
             config,
             sql,
-            subs: RefCell::new(None),
+            index: RefCell::new(None),
             sockets: RefCell::new(None),
             pending: RefCell::new(HashMap::new()),
             turn: Mutex::new(()),
@@ -159,33 +187,38 @@ impl Hub {
         rows.into_iter().next().map(|r| r.v)
     }
 
-    fn with_subs<T>(&self, f: impl FnOnce(&mut Subscriptions) -> T) -> T {
-        let mut slot = self.subs.borrow_mut();
-        let subs = slot.get_or_insert_with(|| self.load_subs());
-        f(subs)
+    fn with_index<T>(&self, f: impl FnOnce(&mut Index) -> T) -> T {
+        let mut slot = self.index.borrow_mut();
+        let index = slot.get_or_insert_with(|| self.load_index());
+        f(index)
     }
 
-    fn load_subs(&self) -> Subscriptions {
+    fn load_index(&self) -> Index {
         #[derive(Deserialize)]
         struct Row {
             conn: String,
             channel: String,
-            filters: String,
+            #[serde(default)]
+            filters: Option<String>,
         }
-        let rows: Vec<Row> = self
-            .sql
-            .exec("SELECT conn, channel, filters FROM subs", None)
-            .and_then(|c| c.to_array())
-            .unwrap_or_default();
-        let mut subs = Subscriptions::default();
-        for r in rows {
-            subs.insert(
-                &r.conn,
-                &r.channel,
-                serde_json::from_str(&r.filters).unwrap_or_default(),
-            );
+        let rows = |q: &str| -> Vec<Row> {
+            self.sql
+                .exec(q, None)
+                .and_then(|c| c.to_array())
+                .unwrap_or_default()
+        };
+        let mut index = Index::default();
+        for r in rows("SELECT conn, channel, filters FROM subs") {
+            let filters = r
+                .filters
+                .and_then(|f| serde_json::from_str(&f).ok())
+                .unwrap_or_default();
+            index.channels.insert(&r.conn, &r.channel, filters);
         }
-        subs
+        for r in rows("SELECT conn, channel FROM topics") {
+            index.topics.insert(&r.conn, &r.channel, Filters::default());
+        }
+        index
     }
 
     fn socket(&self, conn: &str) -> Option<WebSocket> {
@@ -198,6 +231,12 @@ impl Hub {
                 .collect()
         });
         map.get(conn).cloned()
+    }
+
+    /// Whether anything here still needs `channel`'s events.
+    fn wants(&self, channel: &str) -> bool {
+        self.pending.borrow().keys().any(|(_, ch, _)| ch == channel)
+            || self.with_index(|i| i.wanted(channel))
     }
 
     async fn accept(&self, req: Request) -> Result<Response> {
@@ -213,12 +252,13 @@ impl Hub {
             .and_then(|c| serde_json::from_str(&c).ok());
         let url = req.url()?;
         let batch = url.query_pairs().any(|(k, v)| k == "batch" && v == "1");
+        let dialect = url.query_pairs().any(|(k, v)| k == "dialect" && v == "001");
         let pair = WebSocketPair::new()?;
         let ws = pair.server;
         self.state.accept_web_socket(&ws);
         let mut session = HubSession {
             conn: Conn::new(connection_id(), now_ms(), batch),
-            dialect: false,
+            dialect,
         };
         self.sockets.replace(None);
         match claims {
@@ -247,6 +287,7 @@ impl Hub {
             let err = ApiError::new(ErrorCode::Forbidden, "the token lacks scope 'subscribe'");
             return refuse(ws, &err, ErrorFrame::Error, CloseCode::Forbidden);
         }
+        let first = !session.conn.is_authenticated();
         session.conn.authenticate(claims, &self.config);
         if !save(ws, session) {
             let err = ApiError::new(
@@ -264,6 +305,19 @@ impl Hub {
             session.conn.next_check_ms(&self.config),
         )
         .await;
+        if first && session.dialect {
+            // `001_…`'s broadcast: every allowed topic, without asking.
+            self.start_dialect(ws, session);
+            self.subscribe_topics(ws, session, &["all".to_owned()])
+                .await;
+        }
+    }
+
+    fn start_dialect(&self, ws: &WebSocket, session: &mut HubSession) {
+        session.dialect = true;
+        save(ws, session);
+        let heartbeat_ms = u64::from(self.config.heartbeat_timeout_s) * 1000 / 3;
+        send_str(ws, &dialect::connection(&now_rfc3339(), heartbeat_ms));
     }
 
     async fn on_message(&self, ws: &WebSocket, message: WebSocketIncomingMessage) {
@@ -272,45 +326,26 @@ impl Hub {
             return;
         };
         let now = now_ms();
-        let text = match message {
-            WebSocketIncomingMessage::String(s) => Some(s),
-            WebSocketIncomingMessage::Binary(b) if b.len() > MAX_FRAME_BYTES => {
-                return refuse(
-                    ws,
-                    &too_large(),
-                    ErrorFrame::Error,
-                    CloseCode::MessageTooBig,
-                )
-            }
-            WebSocketIncomingMessage::Binary(_) => None,
+        let Some(parsed) = admit(ws, &mut session.conn, message, now, &self.config) else {
+            return;
         };
-        if text.as_ref().is_some_and(|t| t.len() > MAX_FRAME_BYTES) {
-            return refuse(
-                ws,
-                &too_large(),
-                ErrorFrame::Error,
-                CloseCode::MessageTooBig,
-            );
-        }
-        session.conn.last_seen_ms = now;
-        if session.conn.limiter.hit(now, &self.config).is_err() {
-            return refuse(
-                ws,
-                &rate_limited(&self.config),
-                ErrorFrame::Error,
-                CloseCode::RateLimited,
-            );
-        }
         // Saved before any await: a message handled meanwhile must see these counters.
         save(ws, &session);
-        let parsed = match text {
-            Some(t) => ClientMessage::parse(&t),
-            None => Err(ApiError::new(
-                ErrorCode::InvalidMessage,
-                "binary frames are not accepted; send JSON text",
-            )),
-        };
-        let ts = rfc3339_ms(now);
+        let ts = now_rfc3339();
+        let needs_auth = matches!(
+            parsed,
+            Ok(ClientMessage::Subscribe { .. }
+                | ClientMessage::Unsubscribe { .. }
+                | ClientMessage::Topics { .. })
+        );
+        if needs_auth && !session.conn.is_authenticated() {
+            let err = ApiError::new(
+                ErrorCode::AuthFailed,
+                "authenticate first: send {\"type\":\"auth\",\"token\":…}",
+            );
+            send_str(ws, &err.frame(ErrorFrame::Error, &ts));
+            return;
+        }
         match parsed {
             Err(e) => {
                 send_str(ws, &e.frame(ErrorFrame::Error, &ts));
@@ -325,6 +360,9 @@ impl Hub {
                     .to_json(),
                 );
             }
+            Ok(ClientMessage::ActionPing) => {
+                send_str(ws, &dialect::pong(&ts));
+            }
             Ok(ClientMessage::Auth { token }) => {
                 match auth::verify(
                     &token,
@@ -336,15 +374,6 @@ impl Hub {
                     Err(e) => refuse(ws, &e, ErrorFrame::AuthFailed, CloseCode::AuthFailed),
                 }
             }
-            Ok(ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. })
-                if !session.conn.is_authenticated() =>
-            {
-                let err = ApiError::new(
-                    ErrorCode::AuthFailed,
-                    "authenticate first: send {\"type\":\"auth\",\"token\":…}",
-                );
-                send_str(ws, &err.frame(ErrorFrame::Error, &ts));
-            }
             Ok(ClientMessage::Subscribe {
                 channel,
                 filters,
@@ -354,11 +383,12 @@ impl Hub {
                     .subscribe(ws, &session, &channel, filters.as_ref(), since)
                     .await
                 {
-                    send_str(ws, &e.frame(ErrorFrame::Error, &rfc3339_ms(now_ms())));
+                    send_str(ws, &e.frame(ErrorFrame::Error, &now_rfc3339()));
                 }
             }
             Ok(ClientMessage::Unsubscribe { channel }) => {
-                self.unsubscribe(&session.conn.id, &channel).await;
+                self.drop_subscription(&session.conn.id, &channel, false)
+                    .await;
                 send_str(
                     ws,
                     &ServerMessage::Unsubscribed {
@@ -367,6 +397,28 @@ impl Hub {
                     }
                     .to_json(),
                 );
+            }
+            Ok(ClientMessage::Topics {
+                subscribe: true,
+                topics,
+            }) => {
+                if !session.dialect {
+                    self.start_dialect(ws, &mut session);
+                }
+                self.subscribe_topics(ws, &session, &topics).await;
+            }
+            Ok(ClientMessage::Topics {
+                subscribe: false,
+                topics,
+            }) => {
+                let Some(identity) = &session.conn.identity else {
+                    return;
+                };
+                let (channels, _) = dialect::resolve(&topics, &identity.claims, &self.config);
+                for channel in channels {
+                    self.drop_subscription(&session.conn.id, channel, true)
+                        .await;
+                }
             }
         }
     }
@@ -387,65 +439,149 @@ impl Hub {
             .as_ref()
             .ok_or_else(|| ApiError::new(ErrorCode::AuthFailed, "not authenticated"))?;
         let conn = session.conn.id.as_str();
-        let (parsed, filters) = self.with_subs(|subs| {
-            check_subscribe(identity, subs, conn, channel, filters, &self.config)
+        let (parsed, filters) = self.with_index(|i| {
+            check_subscribe(identity, &i.channels, conn, channel, filters, &self.config)
         })?;
-        let key = (conn.to_owned(), parsed.name().to_owned());
-        // A repeat subscribe stops live delivery until its new state is sent, so
-        // no event reaches the socket twice.
-        self.with_subs(|subs| subs.remove(conn, parsed.name()));
-        self.pending.borrow_mut().insert(key.clone(), Vec::new());
-        let attached = self.attach(parsed.name(), since).await;
-        let buffered = self.pending.borrow_mut().remove(&key).unwrap_or_default();
+        let channel = parsed.name();
+        let key = (conn.to_owned(), channel.to_owned(), false);
+        // A repeat subscribe stops live delivery until its new state is sent,
+        // so no event reaches the socket twice.
+        self.with_index(|i| i.channels.remove(conn, channel));
+        self.pending
+            .borrow_mut()
+            .insert(key.clone(), Pending::default());
+        let attached = self.attach(channel, since, false).await;
+        let missed = self.pending.borrow_mut().remove(&key).unwrap_or_default();
         let state = match attached {
             Ok(s) => s,
             Err(e) => {
-                self.drop_subscription(conn, parsed.name()).await;
+                self.drop_subscription(conn, channel, false).await;
                 return Err(e);
             }
         };
-        for frame in subscription_frames(parsed.name(), &filters, &state, &now_rfc3339()) {
+        for frame in subscription_frames(channel, &filters, &state, &now_rfc3339()) {
             send_str(ws, &frame);
         }
-        for ev in buffered
+        for ev in missed
+            .events
             .iter()
             .filter(|e| e.seq > state.head && e.passes(&filters))
         {
             send_str(ws, &ev.body);
         }
         let filters_json = to_json(&filters);
-        self.with_subs(|subs| subs.insert(conn, parsed.name(), filters));
-        let write = storage_failed(
-            ErrorCode::SubscriptionFailed,
-            "the subscription could not be stored",
-        );
+        self.with_index(|i| i.channels.insert(conn, channel, filters));
         self.sql
             .exec(
                 "INSERT OR REPLACE INTO subs (conn, channel, filters) VALUES (?, ?, ?)",
-                vec![text(conn), text(parsed.name()), text(&filters_json)],
+                vec![text(conn), text(channel), text(&filters_json)],
             )
-            .map_err(write)?;
+            .map_err(storage_failed(
+                ErrorCode::SubscriptionFailed,
+                "the subscription could not be stored",
+            ))?;
         Ok(())
     }
 
-    async fn unsubscribe(&self, conn: &str, channel: &str) {
-        if self.with_subs(|subs| subs.contains(conn, channel)) {
-            self.drop_subscription(conn, channel).await;
+    /// A dialect `subscribe`: adds the topics, then answers one `SNAPSHOT` of
+    /// every topic the socket has, followed by what changed meanwhile.
+    async fn subscribe_topics(&self, ws: &WebSocket, session: &HubSession, topics: &[String]) {
+        let Some(identity) = session.conn.identity.as_ref() else {
+            return;
+        };
+        let conn = session.conn.id.as_str();
+        let (requested, errors) = dialect::resolve(topics, &identity.claims, &self.config);
+        let ts = now_rfc3339();
+        for e in errors {
+            send_str(ws, &e.frame(ErrorFrame::Error, &ts));
+        }
+        let mut channels: Vec<String> = self.with_index(|i| i.topics.channels_of(conn).to_vec());
+        for ch in requested {
+            if !channels.iter().any(|c| c == ch) {
+                channels.push(ch.to_owned());
+            }
+        }
+        // Live delivery pauses while the lists are fetched; what arrives
+        // meanwhile is buffered and sent after the SNAPSHOT.
+        for ch in &channels {
+            self.with_index(|i| i.topics.remove(conn, ch));
+            self.pending
+                .borrow_mut()
+                .insert((conn.to_owned(), ch.clone(), true), Pending::default());
+        }
+        let states = join_all(channels.iter().map(|ch| self.attach(ch, None, true))).await;
+        let mut lists: Vec<(&str, String)> = Vec::new();
+        let mut follow_ups: Vec<String> = Vec::new();
+        for (ch, state) in channels.iter().zip(states) {
+            let missed = self
+                .pending
+                .borrow_mut()
+                .remove(&(conn.to_owned(), ch.clone(), true))
+                .unwrap_or_default();
+            let (Some(topic), Ok(state)) = (dialect::topic_of(ch), state) else {
+                send_str(
+                    ws,
+                    &ApiError::new(
+                        ErrorCode::SubscriptionFailed,
+                        format!("channel '{ch}' could not be reached"),
+                    )
+                    .frame(ErrorFrame::Error, &ts),
+                );
+                self.drop_subscription(conn, ch, true).await;
+                continue;
+            };
+            lists.push((
+                topic,
+                dialect::list_from_bodies(state.events.iter().map(|e| e.body.as_str())),
+            ));
+            for ev in missed
+                .events
+                .iter()
+                .filter(|e| e.seq > state.head && dialect::is_alert(&e.kind))
+            {
+                follow_ups.push(dialect::topic_frame(
+                    TopicFrame::Alert,
+                    topic,
+                    &dialect::data_of(&ev.body),
+                    &ts,
+                ));
+            }
+            if let Some((_, list)) = missed.list.filter(|(seq, _)| *seq > state.head) {
+                follow_ups.push(dialect::topic_frame(TopicFrame::Update, topic, &list, &ts));
+            }
+            self.with_index(|i| i.topics.insert(conn, ch, Filters::default()));
+            if let Err(e) = self.sql.exec(
+                "INSERT OR IGNORE INTO topics (conn, channel) VALUES (?, ?)",
+                vec![text(conn), text(ch)],
+            ) {
+                worker::console_error!("cannot store topic: {e}");
+            }
+        }
+        send_str(ws, &dialect::snapshot(&ts, &lists));
+        for frame in follow_ups {
+            send_str(ws, &frame);
         }
     }
 
-    /// Removes one subscription and unregisters from the room when it was the
-    /// hub's last for that channel.
-    async fn drop_subscription(&self, conn: &str, channel: &str) {
-        self.with_subs(|subs| subs.remove(conn, channel));
-        if let Err(e) = self.sql.exec(
-            "DELETE FROM subs WHERE conn = ? AND channel = ?",
-            vec![text(conn), text(channel)],
-        ) {
+    /// Removes one subscription (a channel, or a dialect topic) and
+    /// unregisters from the room when nothing here needs it any more.
+    async fn drop_subscription(&self, conn: &str, channel: &str, topic: bool) {
+        self.with_index(|i| {
+            if topic {
+                i.topics.remove(conn, channel)
+            } else {
+                i.channels.remove(conn, channel)
+            }
+        });
+        let q = if topic {
+            "DELETE FROM topics WHERE conn = ? AND channel = ?"
+        } else {
+            "DELETE FROM subs WHERE conn = ? AND channel = ?"
+        };
+        if let Err(e) = self.sql.exec(q, vec![text(conn), text(channel)]) {
             worker::console_error!("cannot delete subscription: {e}");
         }
-        let attaching = self.pending.borrow().keys().any(|(_, ch)| ch == channel);
-        if !attaching && self.with_subs(|subs| subs.subscribers(channel).is_empty()) {
+        if !self.wants(channel) {
             self.detach(channel).await;
         }
     }
@@ -458,19 +594,35 @@ impl Hub {
             return;
         };
         let conn = session.conn.id;
-        let emptied = self.with_subs(|subs| subs.remove_conn(&conn));
-        if let Err(e) = self
-            .sql
-            .exec("DELETE FROM subs WHERE conn = ?", vec![text(&conn)])
-        {
-            worker::console_error!("cannot delete subscriptions: {e}");
+        let mut emptied = self.with_index(|i| {
+            let mut e = i.channels.remove_conn(&conn);
+            e.extend(i.topics.remove_conn(&conn));
+            e
+        });
+        emptied.sort_unstable();
+        emptied.dedup();
+        for q in [
+            "DELETE FROM subs WHERE conn = ?",
+            "DELETE FROM topics WHERE conn = ?",
+        ] {
+            if let Err(e) = self.sql.exec(q, vec![text(&conn)]) {
+                worker::console_error!("cannot delete subscriptions: {e}");
+            }
         }
         for channel in emptied {
-            self.detach(&channel).await;
+            if !self.wants(&channel) {
+                self.detach(&channel).await;
+            }
         }
     }
 
-    async fn room_call(&self, path: &str, channel: &str, since: Option<u64>) -> ApiResult<String> {
+    async fn room_call(
+        &self,
+        path: &str,
+        channel: &str,
+        since: Option<u64>,
+        dialect: bool,
+    ) -> ApiResult<String> {
         let unreachable = |e: worker::Error| {
             worker::console_error!("room call {path} for {channel} failed: {e}");
             ApiError::new(
@@ -492,6 +644,7 @@ impl Hub {
             .with_body(Some(JsValue::from_str(&to_json(&AttachRequest {
                 hub,
                 since,
+                dialect,
             }))));
         let req =
             Request::new_with_init(&format!("https://room{path}"), &init).map_err(unreachable)?;
@@ -511,50 +664,97 @@ impl Hub {
         Ok(body)
     }
 
-    async fn attach(&self, channel: &str, since: Option<u64>) -> ApiResult<AttachResponse> {
-        let body = self.room_call("/attach", channel, since).await?;
+    async fn attach(
+        &self,
+        channel: &str,
+        since: Option<u64>,
+        dialect: bool,
+    ) -> ApiResult<AttachResponse> {
+        let body = self.room_call("/attach", channel, since, dialect).await?;
         serde_json::from_str(&body).map_err(|_| ApiError::internal("malformed attach answer"))
     }
 
     async fn detach(&self, channel: &str) {
-        if let Err(e) = self.room_call("/detach", channel, None).await {
+        if let Err(e) = self.room_call("/detach", channel, None, false).await {
             worker::console_error!("detach from {channel} failed: {e}");
         }
     }
 
-    /// Events from a room: each is sent once per matching socket, and buffered
-    /// for subscriptions whose attach is still in flight.
+    /// Events from a room: each is sent once per matching socket; dialect
+    /// sockets get `ALERT`s and one `UPDATE` with the list; subscriptions whose
+    /// attach is in flight buffer them.
     async fn deliver(&self, mut req: Request) -> Result<Response> {
         let batch: DeliverRequest = match req.json().await {
             Ok(b) => b,
             Err(_) => return error_response(&ApiError::internal("malformed delivery")),
         };
+        let (targets, topic_targets): (Vec<(String, Filters)>, Vec<String>) =
+            self.with_index(|i| {
+                (
+                    i.channels.subscribers(&batch.channel).to_vec(),
+                    i.topics
+                        .subscribers(&batch.channel)
+                        .iter()
+                        .map(|(c, _)| c.clone())
+                        .collect(),
+                )
+            });
         let mut delivered = Vec::with_capacity(batch.events.len());
-        let targets: Vec<(String, Filters)> =
-            self.with_subs(|subs| subs.subscribers(&batch.channel).to_vec());
         for ev in &batch.events {
             let merged: Value = serde_json::from_str(&ev.merged).unwrap_or(Value::Null);
             let frame = JsValue::from_str(&ev.body);
-            let mut n = 0;
-            for (conn, filters) in &targets {
-                if filters.matches(&ev.kind, &merged)
-                    && self.socket(conn).is_some_and(|ws| send(&ws, &frame))
-                {
-                    n += 1;
-                }
-            }
+            let n = targets
+                .iter()
+                .filter(|(conn, filters)| {
+                    filters.matches(&ev.kind, &merged)
+                        && self.socket(conn).is_some_and(|ws| send(&ws, &frame))
+                })
+                .count() as u64;
             delivered.push(n);
         }
-        let mut pending = self.pending.borrow_mut();
-        let mut waiting = false;
-        for ((_, channel), buffer) in pending.iter_mut() {
-            if *channel == batch.channel {
-                buffer.extend(batch.events.iter().cloned());
-                waiting = true;
+        if let Some(topic) = dialect::topic_of(&batch.channel).filter(|_| !topic_targets.is_empty())
+        {
+            let ts = now_rfc3339();
+            let mut frames: Vec<JsValue> = batch
+                .events
+                .iter()
+                .filter(|e| dialect::is_alert(&e.kind))
+                .map(|e| {
+                    JsValue::from_str(&dialect::topic_frame(
+                        TopicFrame::Alert,
+                        topic,
+                        &dialect::data_of(&e.body),
+                        &ts,
+                    ))
+                })
+                .collect();
+            if let Some(list) = &batch.list {
+                frames.push(JsValue::from_str(&dialect::topic_frame(
+                    TopicFrame::Update,
+                    topic,
+                    list,
+                    &ts,
+                )));
+            }
+            let reached = topic_targets
+                .iter()
+                .filter_map(|conn| self.socket(conn))
+                .filter(|ws| frames.iter().all(|f| send(ws, f)))
+                .count() as u64;
+            for d in &mut delivered {
+                *d += reached;
             }
         }
-        drop(pending);
-        let registered = waiting || !targets.is_empty();
+        let last_seq = batch.events.last().map_or(0, |e| e.seq);
+        for ((_, channel, _), missed) in self.pending.borrow_mut().iter_mut() {
+            if *channel == batch.channel {
+                missed.events.extend(batch.events.iter().cloned());
+                if let Some(list) = &batch.list {
+                    missed.list = Some((last_seq, list.clone()));
+                }
+            }
+        }
+        let registered = self.wants(&batch.channel);
         glue::ok_json(&DeliverResponse {
             delivered,
             registered,
@@ -567,8 +767,13 @@ impl Hub {
             connections: usize,
             channels: HashMap<String, usize>,
         }
-        let channels =
-            self.with_subs(|subs| subs.counts().map(|(c, n)| (c.to_owned(), n)).collect());
+        let channels = self.with_index(|i| {
+            let mut counts: HashMap<String, usize> = HashMap::new();
+            for (c, n) in i.channels.counts().chain(i.topics.counts()) {
+                *counts.entry(c.to_owned()).or_default() += n;
+            }
+            counts
+        });
         to_json(&Body {
             connections: self.state.get_websockets().len(),
             channels,

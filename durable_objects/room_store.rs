@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, received_ms INTEGER 
 CREATE INDEX IF NOT EXISTS events_received ON events(received_ms);
 CREATE TABLE IF NOT EXISTS ids (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, received_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS ids_received ON ids(received_ms);
-CREATE TABLE IF NOT EXISTS hubs (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS hubs (name TEXT PRIMARY KEY, dialect INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS snapshot (k TEXT PRIMARY KEY, seq INTEGER NOT NULL, type TEXT NOT NULL,
   body TEXT NOT NULL, merged TEXT NOT NULL, expires_ms INTEGER);
 ";
@@ -193,27 +193,36 @@ impl RoomStore {
             .to_array()
     }
 
-    /// The hubs registered for this channel.
-    pub fn hubs(&self) -> Result<Vec<String>> {
+    /// The hubs registered for this channel, and whether any of them has
+    /// `001_…` dialect subscribers (who need each event's topic list).
+    pub fn hubs(&self) -> Result<(Vec<String>, bool)> {
         #[derive(Deserialize)]
         struct Row {
             name: String,
+            dialect: i64,
         }
         let rows: Vec<Row> = self
             .sql
-            .exec("SELECT name FROM hubs ORDER BY name", None)?
+            .exec("SELECT name, dialect FROM hubs ORDER BY name", None)?
             .to_array()?;
-        Ok(rows.into_iter().map(|r| r.name).collect())
+        let dialect = rows.iter().any(|r| r.dialect != 0);
+        Ok((rows.into_iter().map(|r| r.name).collect(), dialect))
     }
 
-    /// Registers or forgets a hub.
-    pub fn set_hub(&self, name: &str, registered: bool) -> Result<()> {
-        let q = if registered {
-            "INSERT OR IGNORE INTO hubs (name) VALUES (?)"
-        } else {
-            "DELETE FROM hubs WHERE name = ?"
-        };
-        self.sql.exec(q, vec![text(name)])?;
+    /// Registers a hub; once it asked for topic lists it keeps getting them
+    /// until it unregisters.
+    pub fn register_hub(&self, name: &str, dialect: bool) -> Result<()> {
+        self.sql.exec(
+            "INSERT INTO hubs (name, dialect) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET dialect = MAX(dialect, excluded.dialect)",
+            vec![text(name), int(i64::from(dialect))],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a hub.
+    pub fn unregister_hub(&self, name: &str) -> Result<()> {
+        self.sql
+            .exec("DELETE FROM hubs WHERE name = ?", vec![text(name)])?;
         Ok(())
     }
 

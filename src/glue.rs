@@ -4,13 +4,16 @@
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use worker::{
-    Env, Headers, Response, Result, ScheduledTime, State, Storage, WebSocket, WebSocketPair,
+    Env, Headers, Response, Result, ScheduledTime, State, Storage, WebSocket,
+    WebSocketIncomingMessage, WebSocketPair,
 };
 
 use crate::core::auth::Claims;
 use crate::core::config::Config;
 use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
-use crate::core::protocol::{AuthSuccess, RateLimitInfo, ServerMessage};
+use crate::core::protocol::{
+    AuthSuccess, ClientMessage, RateLimitInfo, ServerMessage, MAX_FRAME_BYTES,
+};
 use crate::core::session::{Conn, Deadline, MAX_ATTACHMENT_BYTES};
 use crate::core::time::rfc3339_ms;
 
@@ -210,7 +213,7 @@ pub fn storage_failed(
 }
 
 /// `RATE_LIMIT_EXCEEDED` with the limits in force.
-pub fn rate_limited(config: &Config) -> ApiError {
+fn rate_limited(config: &Config) -> ApiError {
     ApiError::new(
         ErrorCode::RateLimitExceeded,
         "too many messages; slow down and reconnect",
@@ -221,7 +224,7 @@ pub fn rate_limited(config: &Config) -> ApiError {
 }
 
 /// `MESSAGE_TOO_LARGE` for a frame over 1 MiB.
-pub fn too_large() -> ApiError {
+fn too_large() -> ApiError {
     ApiError::new(ErrorCode::MessageTooLarge, "frames are limited to 1 MiB")
 }
 
@@ -247,4 +250,47 @@ pub fn auth_success(claims: &Claims, connection_id: &str) -> String {
         },
     }
     .to_json()
+}
+
+/// What every client frame goes through before it is read: the 1 MiB limit,
+/// then the rate windows (every frame counts, bad ones too), then parsing.
+/// `None` means the socket was refused and closed; `Some(Err)` is a bad
+/// message that gets its error while the socket stays open.
+pub fn admit(
+    ws: &WebSocket,
+    conn: &mut Conn,
+    message: WebSocketIncomingMessage,
+    now_ms: i64,
+    config: &Config,
+) -> Option<std::result::Result<ClientMessage, ApiError>> {
+    let size = match &message {
+        WebSocketIncomingMessage::String(s) => s.len(),
+        WebSocketIncomingMessage::Binary(b) => b.len(),
+    };
+    if size > MAX_FRAME_BYTES {
+        refuse(
+            ws,
+            &too_large(),
+            ErrorFrame::Error,
+            CloseCode::MessageTooBig,
+        );
+        return None;
+    }
+    conn.last_seen_ms = now_ms;
+    if conn.limiter.hit(now_ms, config).is_err() {
+        refuse(
+            ws,
+            &rate_limited(config),
+            ErrorFrame::Error,
+            CloseCode::RateLimited,
+        );
+        return None;
+    }
+    Some(match message {
+        WebSocketIncomingMessage::String(text) => ClientMessage::parse(&text),
+        WebSocketIncomingMessage::Binary(_) => Err(ApiError::new(
+            ErrorCode::InvalidMessage,
+            "binary frames are not accepted; send JSON text",
+        )),
+    })
 }

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod channel;
 pub mod config;
+pub mod dialect;
 pub mod error;
 pub mod filter;
 pub mod history;

@@ -35,6 +35,13 @@ pub enum ClientMessage {
     },
     /// A ping that is not byte-for-byte the auto-response request.
     Ping,
+    /// `001_…` dialect: `{"action":"subscribe"|"unsubscribe","topics":[…]}`.
+    Topics {
+        subscribe: bool,
+        topics: Vec<String>,
+    },
+    /// `001_…` dialect: `{"action":"ping"}`, answered `PONG`.
+    ActionPing,
 }
 
 fn field_str(obj: &Map<String, Value>, name: &str, max: usize) -> Result<String, ApiError> {
@@ -95,6 +102,9 @@ impl ClientMessage {
     /// Parses a text frame. Every failure is `INVALID_MESSAGE` naming the field.
     pub fn parse(text: &str) -> Result<ClientMessage, ApiError> {
         let obj = parse_object(text)?;
+        if !obj.contains_key("type") && obj.contains_key("action") {
+            return parse_action(&obj);
+        }
         let kind = match obj.get("type") {
             Some(Value::String(t)) => t.as_str(),
             Some(_) => return Err(ApiError::invalid("type", "'type' must be a string")),
@@ -130,6 +140,45 @@ impl ClientMessage {
             )
             .with("type", other)),
         }
+    }
+}
+
+/// Most topics in one dialect message.
+const MAX_TOPICS: usize = 20;
+
+fn parse_action(obj: &Map<String, Value>) -> Result<ClientMessage, ApiError> {
+    let action = field_str(obj, "action", 20)?;
+    match action.as_str() {
+        "ping" => Ok(ClientMessage::ActionPing),
+        "subscribe" | "unsubscribe" => {
+            no_other_fields(obj, &["action", "topics"])?;
+            let topics = match obj.get("topics") {
+                Some(Value::Array(list)) if !list.is_empty() && list.len() <= MAX_TOPICS => list
+                    .iter()
+                    .map(|t| match t {
+                        Value::String(s) if !s.is_empty() && s.len() <= 50 => Ok(s.clone()),
+                        _ => Err(ApiError::invalid(
+                            "topics",
+                            "topics must be non-empty strings",
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "topics",
+                        format!("'topics' must be a list of 1 to {MAX_TOPICS} topic names"),
+                    ))
+                }
+            };
+            Ok(ClientMessage::Topics {
+                subscribe: action == "subscribe",
+                topics,
+            })
+        }
+        other => Err(ApiError::invalid(
+            "action",
+            format!("unknown action '{other}'; expected subscribe, unsubscribe or ping"),
+        )),
     }
 }
 
@@ -375,6 +424,34 @@ mod tests {
             ClientMessage::parse(r#"{ "type" : "ping" }"#).unwrap(),
             ClientMessage::Ping
         );
+    }
+
+    #[test]
+    fn parses_the_dialect_actions() {
+        assert_eq!(
+            ClientMessage::parse(r#"{"action":"subscribe","topics":["cameras","all"]}"#).unwrap(),
+            ClientMessage::Topics {
+                subscribe: true,
+                topics: vec!["cameras".into(), "all".into()]
+            }
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"action":"ping"}"#).unwrap(),
+            ClientMessage::ActionPing
+        );
+        for (text, field) in [
+            (r#"{"action":"subscribe"}"#, "topics"),
+            (r#"{"action":"subscribe","topics":[]}"#, "topics"),
+            (r#"{"action":"subscribe","topics":[3]}"#, "topics"),
+            (r#"{"action":"dance"}"#, "action"),
+            (r#"{"action":7}"#, "action"),
+        ] {
+            assert_eq!(
+                field_of(ClientMessage::parse(text).unwrap_err()),
+                field,
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -195,6 +195,10 @@ pub struct AttachRequest {
     pub hub: String,
     #[serde(default)]
     pub since: Option<u64>,
+    /// The subscriber speaks the `001_…` dialect: deliveries must carry the
+    /// topic's list.
+    #[serde(default)]
+    pub dialect: bool,
 }
 
 /// Room → hub: the head at attach time, and either the replay after `since`
@@ -211,6 +215,9 @@ pub struct AttachResponse {
 pub struct DeliverRequest {
     pub channel: String,
     pub events: Vec<Delivered>,
+    /// The topic's list after these events, for `001_…` dialect subscribers.
+    #[serde(default)]
+    pub list: Option<String>,
 }
 
 /// Hub → room: sockets sent to per event, and whether the hub still has

@@ -425,16 +425,18 @@ impl Client {
         m
     }
 
-    /// Like [`Client::expect`], but skips channel events other tests' publishes
-    /// may have sent first (a reply to a re-subscribe on a shared channel).
+    /// Like [`Client::expect`], but skips the pushes (channel events, dialect
+    /// `UPDATE`/`ALERT`) that other tests' publishes may have caused first.
     pub async fn expect_reply(&mut self, kind: &str) -> Value {
         loop {
             let m = self.next_json().await;
-            if m.get("seq").is_some() && m.get("channel").is_some() {
-                continue;
+            let pushed = (m.get("seq").is_some() && m.get("channel").is_some())
+                || m["type"] == "UPDATE"
+                || m["type"] == "ALERT";
+            if !pushed {
+                assert_eq!(m["type"], kind, "expected a '{kind}' message, got {m}");
+                return m;
             }
-            assert_eq!(m["type"], kind, "expected a '{kind}' message, got {m}");
-            return m;
         }
     }
 

@@ -6,6 +6,7 @@ mod common;
 
 mod auth;
 mod delivery;
+mod dialect;
 mod fanout;
 mod hub;
 mod persistence;
