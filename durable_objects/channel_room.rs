@@ -23,8 +23,8 @@ use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
 use crate::core::filter::Filters;
 use crate::core::history::{self, HistoryQuery};
 use crate::core::protocol::{
-    ChannelEvent, ChannelOnly, ClientMessage, Empty, PublishEvent, PublishResult, ServerMessage,
-    PING_REQUEST, PING_RESPONSE,
+    batch_frame, ChannelEvent, ChannelOnly, ClientMessage, Empty, PublishEvent, PublishResult,
+    ServerMessage, PING_REQUEST, PING_RESPONSE,
 };
 use crate::core::session::{Conn, Session};
 use crate::core::snapshot::{self, SnapshotOp};
@@ -44,6 +44,8 @@ use crate::router::{CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING};
 struct Target {
     ws: WebSocket,
     filters: Filters,
+    /// Opted in to batched frames (`?batch=1`).
+    batch: bool,
 }
 
 type ApiResult<T> = std::result::Result<T, ApiError>;
@@ -192,6 +194,7 @@ impl ChannelRoom {
                 s.receives().then_some(Target {
                     ws,
                     filters: s.filters,
+                    batch: s.conn.batch,
                 })
             })
             .collect();
@@ -594,7 +597,9 @@ impl ChannelRoom {
         let now = now_ms();
         let targets = self.targets();
         let mut results = Vec::with_capacity(events.len());
-        let mut fresh = Vec::with_capacity(events.len());
+        let mut fresh: Vec<Fresh> = Vec::with_capacity(events.len());
+        // For each batch-client target, the indexes in `fresh` it will get.
+        let mut batched: Vec<Vec<usize>> = vec![Vec::new(); targets.len()];
         for ev in events {
             if let Some(id) = &ev.id {
                 if let Some(seq) = store.seq_of_id(id).map_err(write)? {
@@ -639,10 +644,17 @@ impl ChannelRoom {
                 )
                 .map_err(write)?;
             let frame = JsValue::from_str(&body);
-            let delivered = targets
-                .iter()
-                .filter(|t| t.filters.matches(&event.kind, &merged) && send(&t.ws, &frame))
-                .count() as u64;
+            let mut delivered = 0;
+            for (t, queued) in targets.iter().zip(batched.iter_mut()) {
+                if !t.filters.matches(&event.kind, &merged) {
+                    continue;
+                }
+                if t.batch {
+                    queued.push(fresh.len());
+                } else if send(&t.ws, &frame) {
+                    delivered += 1;
+                }
+            }
             fresh.push((
                 results.len(),
                 Delivered {
@@ -658,6 +670,25 @@ impl ChannelRoom {
                 delivered,
                 duplicate: false,
             });
+        }
+        // Batch clients get this request's events for them in one frame, now:
+        // nothing waits to fill a batch. Sockets with the same events share
+        // one frame string.
+        let ts = rfc3339_ms(now);
+        let mut frames: HashMap<&[usize], JsValue> = HashMap::new();
+        for (t, queued) in targets.iter().zip(batched.iter()) {
+            if queued.is_empty() {
+                continue;
+            }
+            let frame = frames.entry(queued.as_slice()).or_insert_with(|| {
+                let bodies: Vec<&str> = queued.iter().map(|&i| fresh[i].1.body.as_str()).collect();
+                JsValue::from_str(&batch_frame(&ts, &bodies))
+            });
+            if send(&t.ws, frame) {
+                for &i in queued {
+                    results[fresh[i].0].delivered += 1;
+                }
+            }
         }
         if let Err(e) = store.prune(&self.config, now) {
             worker::console_error!("history prune failed: {e}");

@@ -23,7 +23,7 @@ use crate::core::dialect::{self, TopicFrame};
 use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
 use crate::core::filter::Filters;
 use crate::core::protocol::{
-    ChannelOnly, ClientMessage, Empty, ServerMessage, PING_REQUEST, PING_RESPONSE,
+    batch_frame, ChannelOnly, ClientMessage, Empty, ServerMessage, PING_REQUEST, PING_RESPONSE,
 };
 use crate::core::session::{Conn, HubSession};
 use crate::core::subscriptions::{
@@ -80,7 +80,7 @@ pub struct Hub {
     /// Loaded from storage after a wake.
     index: RefCell<Option<Index>>,
     /// Open sockets by connection id; rebuilt from the attachments after a change.
-    sockets: RefCell<Option<HashMap<String, WebSocket>>>,
+    sockets: RefCell<Option<HashMap<String, (WebSocket, bool)>>>,
     /// Events arriving for subscriptions whose room is still answering the
     /// attach, so none falls between the snapshot and live delivery.
     pending: RefCell<HashMap<PendingKey, Pending>>,
@@ -221,13 +221,14 @@ impl Hub {
         index
     }
 
-    fn socket(&self, conn: &str) -> Option<WebSocket> {
+    /// The open socket of a connection, and whether it takes batched frames.
+    fn socket(&self, conn: &str) -> Option<(WebSocket, bool)> {
         let mut slot = self.sockets.borrow_mut();
         let map = slot.get_or_insert_with(|| {
             self.state
                 .get_websockets()
                 .into_iter()
-                .filter_map(|ws| load::<HubSession>(&ws).map(|s| (s.conn.id, ws)))
+                .filter_map(|ws| load::<HubSession>(&ws).map(|s| (s.conn.id, (ws, s.conn.batch))))
                 .collect()
         });
         map.get(conn).cloned()
@@ -699,18 +700,44 @@ impl Hub {
                         .collect(),
                 )
             });
-        let mut delivered = Vec::with_capacity(batch.events.len());
-        for ev in &batch.events {
+        let mut delivered = vec![0u64; batch.events.len()];
+        let sockets: Vec<Option<(WebSocket, bool)>> =
+            targets.iter().map(|(conn, _)| self.socket(conn)).collect();
+        // For each batch-client target, the events it gets, sent as one frame
+        // after this loop: nothing waits to fill a batch.
+        let mut queued: Vec<Vec<usize>> = vec![Vec::new(); targets.len()];
+        for (i, ev) in batch.events.iter().enumerate() {
             let merged: Value = serde_json::from_str(&ev.merged).unwrap_or(Value::Null);
             let frame = JsValue::from_str(&ev.body);
-            let n = targets
-                .iter()
-                .filter(|(conn, filters)| {
-                    filters.matches(&ev.kind, &merged)
-                        && self.socket(conn).is_some_and(|ws| send(&ws, &frame))
-                })
-                .count() as u64;
-            delivered.push(n);
+            for (((_, filters), socket), q) in targets.iter().zip(&sockets).zip(queued.iter_mut()) {
+                let Some((ws, batched)) = socket else {
+                    continue;
+                };
+                if !filters.matches(&ev.kind, &merged) {
+                    continue;
+                }
+                if *batched {
+                    q.push(i);
+                } else if send(ws, &frame) {
+                    delivered[i] += 1;
+                }
+            }
+        }
+        let ts = now_rfc3339();
+        let mut frames: HashMap<&[usize], JsValue> = HashMap::new();
+        for (socket, q) in sockets.iter().zip(&queued) {
+            let (Some((ws, _)), false) = (socket, q.is_empty()) else {
+                continue;
+            };
+            let frame = frames.entry(q.as_slice()).or_insert_with(|| {
+                let bodies: Vec<&str> = q.iter().map(|&i| batch.events[i].body.as_str()).collect();
+                JsValue::from_str(&batch_frame(&ts, &bodies))
+            });
+            if send(ws, frame) {
+                for &i in q {
+                    delivered[i] += 1;
+                }
+            }
         }
         if let Some(topic) = dialect::topic_of(&batch.channel).filter(|_| !topic_targets.is_empty())
         {
@@ -739,7 +766,7 @@ impl Hub {
             let reached = topic_targets
                 .iter()
                 .filter_map(|conn| self.socket(conn))
-                .filter(|ws| frames.iter().all(|f| send(ws, f)))
+                .filter(|(ws, _)| frames.iter().all(|f| send(ws, f)))
                 .count() as u64;
             for d in &mut delivered {
                 *d += reached;

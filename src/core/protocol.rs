@@ -384,6 +384,26 @@ impl ServerMessage<'_> {
     }
 }
 
+/// `{"type":"batch","timestamp","events":[…]}` from already-serialized events,
+/// each exactly as it would have been sent alone. One event is sent as itself.
+pub fn batch_frame(timestamp: &str, bodies: &[&str]) -> String {
+    if let [one] = bodies {
+        return (*one).to_owned();
+    }
+    let mut frame = String::with_capacity(bodies.iter().map(|b| b.len() + 1).sum::<usize>() + 64);
+    frame.push_str(r#"{"type":"batch","timestamp":"#);
+    frame.push_str(&to_json(timestamp));
+    frame.push_str(r#","events":["#);
+    for (i, b) in bodies.iter().enumerate() {
+        if i > 0 {
+            frame.push(',');
+        }
+        frame.push_str(b);
+    }
+    frame.push_str("]}");
+    frame
+}
+
 /// The exact auto-response request and reply (SPEC: exactly these bytes).
 pub const PING_REQUEST: &str = r#"{"type":"ping"}"#;
 /// Reply to [`PING_REQUEST`], sent by the runtime without waking the object.
@@ -578,6 +598,18 @@ mod tests {
             parse_publish(&big, &c).unwrap_err().code,
             ErrorCode::MessageTooLarge
         );
+    }
+
+    #[test]
+    fn a_batch_frame_holds_the_events_as_sent_alone() {
+        let a = r#"{"type":"x","seq":1}"#;
+        let b = r#"{"type":"x","seq":2}"#;
+        let v: Value = serde_json::from_str(&batch_frame("t", &[a, b])).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "batch", "timestamp": "t", "events": [{"type": "x", "seq": 1}, {"type": "x", "seq": 2}]})
+        );
+        assert_eq!(batch_frame("t", &[a]), a);
     }
 
     #[test]

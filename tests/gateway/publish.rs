@@ -145,3 +145,67 @@ async fn the_producer_timestamp_is_kept() {
         "2025-11-29T10:30:00Z"
     );
 }
+
+/// Publishes three events in one request to a fresh channel.
+async fn publish_three(channel: &str) {
+    let events: Vec<_> = (1..=3)
+        .map(|n| json!({"channel": channel, "type": "n", "data": {"n": n}}))
+        .collect();
+    let (status, v) = publish(gateway(), &json!({ "events": events })).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["delivered"] == 2),
+        "{v}"
+    );
+}
+
+fn assert_batch_of_three(frame: &serde_json::Value) {
+    assert_eq!(frame["type"], "batch", "{frame}");
+    assert!(frame["timestamp"].is_string());
+    let seqs: Vec<u64> = frame["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+}
+
+#[tokio::test]
+async fn batch_clients_get_a_publish_batch_as_one_frame_and_others_one_frame_per_event() {
+    let gw = gateway();
+    let channel = format!("conversation:{}", unique("batch"));
+    let t = sub_token();
+    let mut batched = Client::connect(gw, &format!("/ws/{channel}?token={t}&batch=1")).await;
+    for kind in ["auth.success", "rate_limit_info", "subscribed", "snapshot"] {
+        batched.expect(kind).await;
+    }
+    let (mut plain, _) = Client::subscribed(gw, &channel, &t).await;
+    publish_three(&channel).await;
+    assert_batch_of_three(&batched.next_json().await);
+    for n in 1..=3 {
+        assert_eq!(plain.expect("n").await["seq"], n);
+    }
+}
+
+#[tokio::test]
+async fn batch_clients_through_a_hub_get_one_frame_too() {
+    let gw = gateway();
+    let channel = format!("conversation:{}", unique("hubbatch"));
+    let t = sub_token();
+    let mut batched = Client::connect(gw, &format!("/ws?token={t}&batch=1")).await;
+    batched.expect("auth.success").await;
+    batched.expect("rate_limit_info").await;
+    batched.subscribe(&channel, json!(null)).await;
+    let mut plain = Client::multiplexed(gw, &t).await;
+    plain.subscribe(&channel, json!(null)).await;
+    publish_three(&channel).await;
+    assert_batch_of_three(&batched.next_json().await);
+    for n in 1..=3 {
+        assert_eq!(plain.expect("n").await["seq"], n);
+    }
+}
