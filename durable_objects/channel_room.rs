@@ -9,7 +9,6 @@ use std::rc::Rc;
 use futures::future::join_all;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use wasm_bindgen::JsValue;
 use worker::{
     durable_object, DurableObject, Env, Headers, Method, Request, RequestInit, Response, Result,
     State, Stub, WebSocket, WebSocketIncomingMessage, WebSocketPair,
@@ -23,8 +22,8 @@ use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
 use crate::core::filter::Filters;
 use crate::core::history::{self, HistoryQuery};
 use crate::core::protocol::{
-    batch_frame, ChannelEvent, ChannelOnly, ClientMessage, Empty, PublishEvent, PublishResult,
-    ServerMessage, PING_REQUEST, PING_RESPONSE,
+    ChannelEvent, ChannelOnly, ClientMessage, Empty, PublishEvent, PublishResult, ServerMessage,
+    PING_REQUEST, PING_RESPONSE,
 };
 use crate::core::session::{Conn, Session};
 use crate::core::snapshot::{self, SnapshotOp};
@@ -33,20 +32,12 @@ use crate::core::subscriptions::{
 };
 use crate::core::time::rfc3339_ms;
 use crate::glue::{
-    self, admit, auth_success, connection_id, enforce_deadline, error_response, load, now_ms,
-    now_rfc3339, ok_json, rate_limit_info, rearm, refuse, save, send, send_str, storage_failed,
-    wake_by,
+    self, admit, auth_success, connection_id, enforce_deadline, error_response, fan_out, load,
+    now_ms, now_rfc3339, ok_json, rate_limit_info, rearm, refuse, save, send_str, storage_failed,
+    wake_by, Outgoing, Target,
 };
 use crate::room_store::RoomStore;
 use crate::router::{CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING};
-
-/// A socket that receives events, with the filters it receives them through.
-struct Target {
-    ws: WebSocket,
-    filters: Filters,
-    /// Opted in to batched frames (`?batch=1`).
-    batch: bool,
-}
 
 type ApiResult<T> = std::result::Result<T, ApiError>;
 
@@ -598,8 +589,7 @@ impl ChannelRoom {
         let targets = self.targets();
         let mut results = Vec::with_capacity(events.len());
         let mut fresh: Vec<Fresh> = Vec::with_capacity(events.len());
-        // For each batch-client target, the indexes in `fresh` it will get.
-        let mut batched: Vec<Vec<usize>> = vec![Vec::new(); targets.len()];
+        let mut merged_views: Vec<Value> = Vec::with_capacity(events.len());
         for ev in events {
             if let Some(id) = &ev.id {
                 if let Some(seq) = store.seq_of_id(id).map_err(write)? {
@@ -643,18 +633,7 @@ impl ChannelRoom {
                     now,
                 )
                 .map_err(write)?;
-            let frame = JsValue::from_str(&body);
-            let mut delivered = 0;
-            for (t, queued) in targets.iter().zip(batched.iter_mut()) {
-                if !t.filters.matches(&event.kind, &merged) {
-                    continue;
-                }
-                if t.batch {
-                    queued.push(fresh.len());
-                } else if send(&t.ws, &frame) {
-                    delivered += 1;
-                }
-            }
+            merged_views.push(merged);
             fresh.push((
                 results.len(),
                 Delivered {
@@ -667,28 +646,24 @@ impl ChannelRoom {
             results.push(PublishResult {
                 channel: channel.name().to_owned(),
                 seq,
-                delivered,
+                delivered: 0,
                 duplicate: false,
             });
         }
-        // Batch clients get this request's events for them in one frame, now:
-        // nothing waits to fill a batch. Sockets with the same events share
-        // one frame string.
-        let ts = rfc3339_ms(now);
-        let mut frames: HashMap<&[usize], JsValue> = HashMap::new();
-        for (t, queued) in targets.iter().zip(batched.iter()) {
-            if queued.is_empty() {
-                continue;
-            }
-            let frame = frames.entry(queued.as_slice()).or_insert_with(|| {
-                let bodies: Vec<&str> = queued.iter().map(|&i| fresh[i].1.body.as_str()).collect();
-                JsValue::from_str(&batch_frame(&ts, &bodies))
-            });
-            if send(&t.ws, frame) {
-                for &i in queued {
-                    results[fresh[i].0].delivered += 1;
-                }
-            }
+        // Sent after the loop, still without awaiting: the batch clients get
+        // this request's events in one frame.
+        let outgoing: Vec<Outgoing<'_>> = fresh
+            .iter()
+            .zip(&merged_views)
+            .map(|((_, d), merged)| Outgoing {
+                kind: &d.kind,
+                merged,
+                body: &d.body,
+            })
+            .collect();
+        let counts = fan_out(&targets, &outgoing, &rfc3339_ms(now));
+        for ((slot, _), n) in fresh.iter().zip(counts) {
+            results[*slot].delivered = n;
         }
         if let Err(e) = store.prune(&self.config, now) {
             worker::console_error!("history prune failed: {e}");

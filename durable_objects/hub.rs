@@ -6,6 +6,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use futures::future::join_all;
 use futures::lock::Mutex;
@@ -23,7 +24,7 @@ use crate::core::dialect::{self, TopicFrame};
 use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
 use crate::core::filter::Filters;
 use crate::core::protocol::{
-    batch_frame, ChannelOnly, ClientMessage, Empty, ServerMessage, PING_REQUEST, PING_RESPONSE,
+    ChannelOnly, ClientMessage, Empty, ServerMessage, PING_REQUEST, PING_RESPONSE,
 };
 use crate::core::session::{Conn, HubSession};
 use crate::core::subscriptions::{
@@ -31,8 +32,9 @@ use crate::core::subscriptions::{
     DeliverResponse, Delivered, Subscriptions,
 };
 use crate::glue::{
-    self, admit, auth_success, connection_id, enforce_deadline, error_response, load, now_ms,
-    now_rfc3339, rate_limit_info, rearm, refuse, save, send, send_str, storage_failed, wake_by,
+    self, admit, auth_success, connection_id, enforce_deadline, error_response, fan_out, load,
+    now_ms, now_rfc3339, rate_limit_info, rearm, refuse, save, send, send_str, storage_failed,
+    wake_by, Outgoing, Target,
 };
 use crate::router::{CHANNEL_HEADER, CLAIMS_HEADER, HUB_HEADER, ROOM_BINDING};
 
@@ -81,6 +83,9 @@ pub struct Hub {
     index: RefCell<Option<Index>>,
     /// Open sockets by connection id; rebuilt from the attachments after a change.
     sockets: RefCell<Option<HashMap<String, (WebSocket, bool)>>>,
+    /// Receiving sockets per channel, rebuilt after any change, so the
+    /// delivery path neither looks up nor clones a socket per event.
+    targets: RefCell<HashMap<String, Rc<Vec<Target>>>>,
     /// Events arriving for subscriptions whose room is still answering the
     /// attach, so none falls between the snapshot and live delivery.
     pending: RefCell<HashMap<PendingKey, Pending>>,
@@ -112,6 +117,7 @@ impl DurableObject for Hub {
             sql,
             index: RefCell::new(None),
             sockets: RefCell::new(None),
+            targets: RefCell::new(HashMap::new()),
             pending: RefCell::new(HashMap::new()),
             turn: Mutex::new(()),
         }
@@ -234,6 +240,33 @@ impl Hub {
         map.get(conn).cloned()
     }
 
+    /// Forgets the socket and target caches after sockets or subscriptions changed.
+    fn invalidate(&self) {
+        self.sockets.replace(None);
+        self.targets.borrow_mut().clear();
+    }
+
+    fn targets(&self, channel: &str) -> Rc<Vec<Target>> {
+        if let Some(t) = self.targets.borrow().get(channel) {
+            return Rc::clone(t);
+        }
+        let subscribers: Vec<(String, Filters)> =
+            self.with_index(|i| i.channels.subscribers(channel).to_vec());
+        let list: Rc<Vec<Target>> = Rc::new(
+            subscribers
+                .into_iter()
+                .filter_map(|(conn, filters)| {
+                    self.socket(&conn)
+                        .map(|(ws, batch)| Target { ws, filters, batch })
+                })
+                .collect(),
+        );
+        self.targets
+            .borrow_mut()
+            .insert(channel.to_owned(), Rc::clone(&list));
+        list
+    }
+
     /// Whether anything here still needs `channel`'s events.
     fn wants(&self, channel: &str) -> bool {
         self.pending.borrow().keys().any(|(_, ch, _)| ch == channel)
@@ -261,7 +294,7 @@ impl Hub {
             conn: Conn::new(connection_id(), now_ms(), batch),
             dialect,
         };
-        self.sockets.replace(None);
+        self.invalidate();
         match claims {
             Some(claims) => self.authenticate(&ws, &mut session, &claims, true).await,
             None => {
@@ -448,6 +481,7 @@ impl Hub {
         // A repeat subscribe stops live delivery until its new state is sent,
         // so no event reaches the socket twice.
         self.with_index(|i| i.channels.remove(conn, channel));
+        self.invalidate();
         self.pending
             .borrow_mut()
             .insert(key.clone(), Pending::default());
@@ -472,6 +506,7 @@ impl Hub {
         }
         let filters_json = to_json(&filters);
         self.with_index(|i| i.channels.insert(conn, channel, filters));
+        self.invalidate();
         self.sql
             .exec(
                 "INSERT OR REPLACE INTO subs (conn, channel, filters) VALUES (?, ?, ?)",
@@ -567,6 +602,7 @@ impl Hub {
     /// Removes one subscription (a channel, or a dialect topic) and
     /// unregisters from the room when nothing here needs it any more.
     async fn drop_subscription(&self, conn: &str, channel: &str, topic: bool) {
+        self.invalidate();
         self.with_index(|i| {
             if topic {
                 i.topics.remove(conn, channel)
@@ -590,7 +626,7 @@ impl Hub {
     /// A socket closed: its subscriptions go, and rooms left without a
     /// subscriber here are told.
     async fn forget(&self, ws: &WebSocket) {
-        self.sockets.replace(None);
+        self.invalidate();
         let Some(session) = load::<HubSession>(ws) else {
             return;
         };
@@ -689,56 +725,29 @@ impl Hub {
             Ok(b) => b,
             Err(_) => return error_response(&ApiError::internal("malformed delivery")),
         };
-        let (targets, topic_targets): (Vec<(String, Filters)>, Vec<String>) =
-            self.with_index(|i| {
-                (
-                    i.channels.subscribers(&batch.channel).to_vec(),
-                    i.topics
-                        .subscribers(&batch.channel)
-                        .iter()
-                        .map(|(c, _)| c.clone())
-                        .collect(),
-                )
-            });
-        let mut delivered = vec![0u64; batch.events.len()];
-        let sockets: Vec<Option<(WebSocket, bool)>> =
-            targets.iter().map(|(conn, _)| self.socket(conn)).collect();
-        // For each batch-client target, the events it gets, sent as one frame
-        // after this loop: nothing waits to fill a batch.
-        let mut queued: Vec<Vec<usize>> = vec![Vec::new(); targets.len()];
-        for (i, ev) in batch.events.iter().enumerate() {
-            let merged: Value = serde_json::from_str(&ev.merged).unwrap_or(Value::Null);
-            let frame = JsValue::from_str(&ev.body);
-            for (((_, filters), socket), q) in targets.iter().zip(&sockets).zip(queued.iter_mut()) {
-                let Some((ws, batched)) = socket else {
-                    continue;
-                };
-                if !filters.matches(&ev.kind, &merged) {
-                    continue;
-                }
-                if *batched {
-                    q.push(i);
-                } else if send(ws, &frame) {
-                    delivered[i] += 1;
-                }
-            }
-        }
-        let ts = now_rfc3339();
-        let mut frames: HashMap<&[usize], JsValue> = HashMap::new();
-        for (socket, q) in sockets.iter().zip(&queued) {
-            let (Some((ws, _)), false) = (socket, q.is_empty()) else {
-                continue;
-            };
-            let frame = frames.entry(q.as_slice()).or_insert_with(|| {
-                let bodies: Vec<&str> = q.iter().map(|&i| batch.events[i].body.as_str()).collect();
-                JsValue::from_str(&batch_frame(&ts, &bodies))
-            });
-            if send(ws, frame) {
-                for &i in q {
-                    delivered[i] += 1;
-                }
-            }
-        }
+        let topic_targets: Vec<String> = self.with_index(|i| {
+            i.topics
+                .subscribers(&batch.channel)
+                .iter()
+                .map(|(c, _)| c.clone())
+                .collect()
+        });
+        let merged: Vec<Value> = batch
+            .events
+            .iter()
+            .map(|e| serde_json::from_str(&e.merged).unwrap_or(Value::Null))
+            .collect();
+        let outgoing: Vec<Outgoing<'_>> = batch
+            .events
+            .iter()
+            .zip(&merged)
+            .map(|(e, merged)| Outgoing {
+                kind: &e.kind,
+                merged,
+                body: &e.body,
+            })
+            .collect();
+        let mut delivered = fan_out(&self.targets(&batch.channel), &outgoing, &now_rfc3339());
         if let Some(topic) = dialect::topic_of(&batch.channel).filter(|_| !topic_targets.is_empty())
         {
             let ts = now_rfc3339();

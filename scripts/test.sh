@@ -8,7 +8,7 @@ cd "$ROOT"
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "clippy (host)"
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 log "clippy (wasm32)"
 cargo clippy --lib --target wasm32-unknown-unknown --quiet -- -D warnings
 log "building the Worker bundle"

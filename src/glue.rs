@@ -1,6 +1,10 @@
 //! Small pieces of I/O shared by the Worker and the Durable Objects: clock,
-//! config, JSON responses, and the one socket send helper.
+//! config, JSON responses, attachments, alarms, frame admission, and the one
+//! fan-out loop with its send helper.
 
+use std::collections::HashMap;
+
+use serde_json::Value;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use worker::{
@@ -11,8 +15,9 @@ use worker::{
 use crate::core::auth::Claims;
 use crate::core::config::Config;
 use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
+use crate::core::filter::Filters;
 use crate::core::protocol::{
-    AuthSuccess, ClientMessage, RateLimitInfo, ServerMessage, MAX_FRAME_BYTES,
+    batch_frame, AuthSuccess, ClientMessage, RateLimitInfo, ServerMessage, MAX_FRAME_BYTES,
 };
 use crate::core::session::{Conn, Deadline, MAX_ATTACHMENT_BYTES};
 use crate::core::time::rfc3339_ms;
@@ -293,4 +298,60 @@ pub fn admit(
             "binary frames are not accepted; send JSON text",
         )),
     })
+}
+
+/// A socket that receives a channel's events, with the filters it receives
+/// them through.
+pub struct Target {
+    pub ws: WebSocket,
+    pub filters: Filters,
+    /// Opted in to batched frames (`?batch=1`).
+    pub batch: bool,
+}
+
+/// One event ready to fan out: its type and merged data (what filters read)
+/// and its frame.
+pub struct Outgoing<'a> {
+    pub kind: &'a str,
+    pub merged: &'a Value,
+    pub body: &'a str,
+}
+
+/// Sends `events`, in order, to every target whose filters pass: a frame per
+/// event, or for a batch client one frame holding all of its events, sent now
+/// (nothing waits to fill a batch). Each frame is one JS string shared by every
+/// socket that gets it; a failing socket never stops the loop. Returns, per
+/// event, the sockets it reached.
+pub fn fan_out(targets: &[Target], events: &[Outgoing<'_>], timestamp: &str) -> Vec<u64> {
+    let mut delivered = vec![0u64; events.len()];
+    let mut queued: Vec<Vec<usize>> = vec![Vec::new(); targets.len()];
+    for (i, ev) in events.iter().enumerate() {
+        let frame = JsValue::from_str(ev.body);
+        for (t, q) in targets.iter().zip(queued.iter_mut()) {
+            if !t.filters.matches(ev.kind, ev.merged) {
+                continue;
+            }
+            if t.batch {
+                q.push(i);
+            } else if send(&t.ws, &frame) {
+                delivered[i] += 1;
+            }
+        }
+    }
+    let mut frames: HashMap<&[usize], JsValue> = HashMap::new();
+    for (t, q) in targets.iter().zip(&queued) {
+        if q.is_empty() {
+            continue;
+        }
+        let frame = frames.entry(q.as_slice()).or_insert_with(|| {
+            let bodies: Vec<&str> = q.iter().map(|&i| events[i].body).collect();
+            JsValue::from_str(&batch_frame(timestamp, &bodies))
+        });
+        if send(&t.ws, frame) {
+            for &i in q {
+                delivered[i] += 1;
+            }
+        }
+    }
+    delivered
 }

@@ -232,9 +232,17 @@ pub async fn run(cfg: RunConfig) -> Result<Report, String> {
             let mut stop = stop_rx.clone();
             tokio::spawn(async move {
                 let mut seen = Seen::default();
+                // Like a real client: an exact ping (the runtime's auto-response,
+                // which never wakes the object) well inside the heartbeat timeout.
+                let mut ping = tokio::time::interval(Duration::from_secs(10));
                 loop {
                     tokio::select! {
                         _ = stop.changed() => break,
+                        _ = ping.tick() => {
+                            if ws.send(Message::text(r#"{"type":"ping"}"#)).await.is_err() {
+                                break;
+                            }
+                        }
                         msg = ws.next() => match msg {
                             Some(Ok(Message::Text(t))) => record(&t, &channel, &mut seen, &shared),
                             Some(Ok(_)) => {}

@@ -5,6 +5,7 @@
 mod common;
 
 mod auth;
+mod bench_smoke;
 mod delivery;
 mod dialect;
 mod fanout;

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The benchmark: `npm run bench` (N = 100 and 1000), `npm run bench -- --full`
+# (adds N = 5000 and 10000 straight to workerd's port). Servers run pinned to
+# core 0, the load generator to core 1; loopback only; every phase of every run
+# is bounded by uip-bench's --phase-timeout-s. Results: bench/results/*.jsonl,
+# and a markdown table on stdout.
+set -euo pipefail
+source "$(dirname "$0")/tools.sh"
+cd "$ROOT"
+FULL=0
+[ "${1:-}" = "--full" ] && FULL=1
+
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+bash scripts/build.sh
+cargo build --quiet --release -p uip-bench
+cargo build --quiet --bin uip-token
+SECRET="bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+SUB="$(JWT_SECRET=$SECRET "$TARGET/debug/uip-token" --scope subscribe --channels '*')"
+PUB="$(JWT_SECRET=$SECRET "$TARGET/debug/uip-token" --scope publish)"
+mkdir -p bench/results
+OUT="bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl"
+STATE="$(mktemp -d)"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done; rm -rf "$STATE"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 240); do curl -s -o /dev/null "$1" && return 0; sleep 0.5; done; echo "no answer from $1" >&2; return 1; }
+# The workerd process under a wrangler started as its own process group.
+workerd_of() { pgrep -g "$1" -x workerd | head -1; }
+# workerd's own port: the one of its listening ports that answers like $2.
+direct_port() {
+  local pid="$1" path="$2" port
+  for port in $(ss -ltnpH | grep "pid=$pid," | awk '{print $4}' | sed 's/.*://'); do
+    if curl -s -m 2 -o /dev/null -w '%{http_code}' -X "$3" "http://127.0.0.1:$port$path" | grep -qE '^(2|4)'; then echo "$port"; return; fi
+  done
+}
+
+GW_PORT=$(free_port); JS_PORT=$(free_port); NODE_PORT=$(free_port)
+setsid taskset -c 0 env UIP_SKIP_BUILD=1 wrangler dev --ip 127.0.0.1 --port "$GW_PORT" --inspector-port "$(free_port)" \
+  --persist-to "$STATE/gw" --var "JWT_SECRET:$SECRET" --var MAX_MESSAGES_PER_MINUTE:100000 --var BURST_LIMIT:100000 \
+  --log-level error > "$STATE/gw.log" 2>&1 & PIDS+=($!)
+setsid taskset -c 0 wrangler dev -c bench/baselines/js-do/wrangler.toml --ip 127.0.0.1 --port "$JS_PORT" \
+  --inspector-port "$(free_port)" --persist-to "$STATE/js" --log-level error > "$STATE/js.log" 2>&1 & PIDS+=($!)
+setsid taskset -c 0 env PORT="$NODE_PORT" node bench/baselines/node-ws/server.js > "$STATE/node.log" 2>&1 & PIDS+=($!)
+wait_http "http://127.0.0.1:$GW_PORT/healthz"
+wait_http "http://127.0.0.1:$JS_PORT/"
+wait_http "http://127.0.0.1:$NODE_PORT/"
+GW_PID=$(workerd_of "${PIDS[0]}"); JS_PID=$(workerd_of "${PIDS[1]}"); NODE_PID=$(pgrep -g "${PIDS[2]}" -x node | head -1)
+GW_DIRECT=$(direct_port "$GW_PID" /healthz GET); JS_DIRECT=$(direct_port "$JS_PID" /v1/publish GET)
+log "gateway :$GW_PORT (workerd $GW_PID, direct :$GW_DIRECT), js-do :$JS_PORT (workerd $JS_PID, direct :$JS_DIRECT), node :$NODE_PORT ($NODE_PID)"
+
+RUN=0
+# bench SERVER VIA PORT PID ROUTE N EVENTS RATE PUBLISH_BATCH CLIENT_BATCH
+bench() {
+  local server="$1" via="$2" port="$3" pid="$4" route="$5" n="$6" m="$7" rate="$8" pb="$9" cb="${10}"
+  RUN=$((RUN + 1))
+  local extra=(); [ "$cb" = 1 ] && extra+=(--client-batch)
+  local line
+  if line=$(taskset -c 1 "$TARGET/release/uip-bench" --base "http://127.0.0.1:$port" --route "$route" \
+      --channel "conversation:bench-$RUN" --sockets "$n" --events "$m" --rate "$rate" --publish-batch "$pb" \
+      --token "$SUB" --publish-token "$PUB" --server-pids "$pid" --phase-timeout-s 90 "${extra[@]}"); then
+    echo "{\"server\":\"$server\",\"via\":\"$via\",\"route\":\"$route\",\"rate\":$rate,\"publish_batch\":$pb,\"client_batch\":$cb,\"report\":$line}" | tee -a "$OUT"
+  else
+    log "run $RUN ($server $route N=$n R=$rate) failed"
+  fi
+}
+
+for n in 100 1000; do
+  m=$(( n == 100 ? 400 : 200 ))
+  for rate in 100 0; do
+    bench gateway proxy "$GW_PORT" "$GW_PID" multiplexed "$n" "$m" "$rate" 1 0
+    bench gateway proxy "$GW_PORT" "$GW_PID" direct "$n" "$m" "$rate" 1 0
+    bench gateway proxy "$GW_PORT" "$GW_PID" multiplexed "$n" "$m" "$rate" 10 1
+    bench gateway proxy "$GW_PORT" "$GW_PID" direct "$n" "$m" "$rate" 10 1
+    bench gateway workerd "$GW_DIRECT" "$GW_PID" direct "$n" "$m" "$rate" 1 0
+    bench js-do proxy "$JS_PORT" "$JS_PID" direct "$n" "$m" "$rate" 1 0
+    bench js-do workerd "$JS_DIRECT" "$JS_PID" direct "$n" "$m" "$rate" 1 0
+    bench node direct "$NODE_PORT" "$NODE_PID" multiplexed "$n" "$m" "$rate" 1 0
+  done
+done
+if [ "$FULL" = 1 ]; then
+  for n in 5000 10000; do
+    bench gateway workerd "$GW_DIRECT" "$GW_PID" direct "$n" 50 100 1 0
+    bench gateway workerd "$GW_DIRECT" "$GW_PID" direct "$n" 50 100 10 1
+    bench gateway workerd "$GW_DIRECT" "$GW_PID" direct "$n" 50 0 10 1
+    bench js-do workerd "$JS_DIRECT" "$JS_PID" direct "$n" 50 100 1 0
+    bench node direct "$NODE_PORT" "$NODE_PID" multiplexed "$n" 50 100 1 0
+  done
+fi
+node bench/report.js "$OUT"
