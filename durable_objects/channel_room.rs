@@ -10,8 +10,8 @@ use futures::future::join_all;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use worker::{
-    durable_object, DurableObject, Env, Headers, Method, Request, RequestInit, Response, Result,
-    State, Stub, WebSocket, WebSocketIncomingMessage, WebSocketPair,
+    durable_object, DurableObject, Env, Request, Response, Result, State, Stub, WebSocket,
+    WebSocketIncomingMessage, WebSocketPair,
 };
 
 use crate::core::auth::{self, Claims};
@@ -20,7 +20,7 @@ use crate::core::config::Config;
 use crate::core::dialect;
 use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
 use crate::core::filter::Filters;
-use crate::core::history::{self, HistoryQuery};
+use crate::core::history;
 use crate::core::protocol::{
     ChannelEvent, ChannelOnly, ClientMessage, Empty, PublishEvent, PublishResult, ServerMessage,
     PING_REQUEST, PING_RESPONSE,
@@ -32,7 +32,7 @@ use crate::core::subscriptions::{
 };
 use crate::core::time::rfc3339_ms;
 use crate::glue::{
-    self, admit, auth_success, connection_id, enforce_deadline, error_response, fan_out, load,
+    self, accept_claims, admit, connection_id, enforce_deadline, error_response, fan_out, load,
     now_ms, now_rfc3339, ok_json, rate_limit_info, rearm, refuse, save, send_str, storage_failed,
     wake_by, Outgoing, Target,
 };
@@ -279,10 +279,6 @@ impl ChannelRoom {
         channel: &Channel,
         via_url: bool,
     ) {
-        if !claims.scopes.subscribe {
-            let err = ApiError::new(ErrorCode::Forbidden, "the token lacks scope 'subscribe'");
-            return refuse(ws, &err, ErrorFrame::Error, CloseCode::Forbidden);
-        }
         if !claims.allows(channel, false) {
             return refuse(
                 ws,
@@ -292,22 +288,14 @@ impl ChannelRoom {
             );
         }
         let first = !session.conn.is_authenticated();
-        session.conn.authenticate(claims, &self.config);
-        send_str(ws, &auth_success(claims, &session.conn.id));
-        if via_url {
-            send_str(ws, &rate_limit_info(&self.config));
+        if !accept_claims(ws, session, claims, via_url, &self.config) {
+            return;
         }
         if first {
             session.subscribed = true;
             let since = session.resume_from.take();
             self.send_subscription(ws, session, since);
-        }
-        if !save(ws, session) {
-            let err = ApiError::new(
-                ErrorCode::AuthFailed,
-                "the token's claims are too large for a connection",
-            );
-            return refuse(ws, &err, ErrorFrame::AuthFailed, CloseCode::AuthFailed);
+            save(ws, session);
         }
         self.invalidate();
         wake_by(
@@ -471,11 +459,7 @@ impl ChannelRoom {
     fn history_json(&self, req: &Request) -> ApiResult<String> {
         let channel = self.channel_of(req)?;
         let url = req.url().map_err(|_| ApiError::internal("bad room URL"))?;
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        let query = HistoryQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let query = glue::history_query(&url)?;
         let store = self.store()?;
         let read = storage_failed(
             ErrorCode::InternalError,
@@ -688,8 +672,8 @@ impl ChannelRoom {
     }
 
     /// Sends the new events once to every registered hub, in parallel, and adds
-    /// what each hub delivered. A hub that fails is logged and keeps its
-    /// registration; a hub without subscribers left is forgotten.
+    /// what each hub delivered. A hub that fails is logged, keeps its
+    /// registration and gets a new stub; a hub without subscribers is forgotten.
     async fn deliver_to_hubs(
         &self,
         channel: &Channel,
@@ -742,20 +726,19 @@ impl ChannelRoom {
                         }
                     }
                 }
-                Err(e) => worker::console_error!("delivery to {name} failed: {e}"),
+                Err(e) => {
+                    // A stub whose call threw may stay broken; the next publish
+                    // gets a fresh one. The hub's sockets can resume with `since`.
+                    self.hub_stubs.borrow_mut().remove(name.as_str());
+                    worker::console_error!("delivery to {name} failed: {e}");
+                }
             }
         }
     }
 }
 
 async fn deliver(stub: &Stub, body: String) -> Result<DeliverResponse> {
-    let headers = Headers::new();
-    headers.set("content-type", "application/json")?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(body.into()));
-    let req = Request::new_with_init("https://hub/deliver", &init)?;
+    let req = glue::internal_request("https://hub/deliver", None, Some(body))?;
     let mut resp = stub.fetch_with_request(req).await?;
     resp.json().await
 }

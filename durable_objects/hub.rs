@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use wasm_bindgen::JsValue;
 use worker::{
-    durable_object, DurableObject, Env, Headers, Method, Request, RequestInit, Response, Result,
-    SqlStorage, SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
+    durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue,
+    State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
 use crate::core::auth::{self, Claims};
@@ -32,11 +32,11 @@ use crate::core::subscriptions::{
     DeliverResponse, Delivered, Subscriptions,
 };
 use crate::glue::{
-    self, admit, auth_success, connection_id, enforce_deadline, error_response, fan_out, load,
+    self, accept_claims, admit, connection_id, enforce_deadline, error_response, fan_out, load,
     now_ms, now_rfc3339, rate_limit_info, rearm, refuse, save, send, send_str, storage_failed,
     wake_by, Outgoing, Target,
 };
-use crate::router::{CHANNEL_HEADER, CLAIMS_HEADER, HUB_HEADER, ROOM_BINDING};
+use crate::router::{CLAIMS_HEADER, HUB_HEADER, ROOM_BINDING};
 
 type ApiResult<T> = std::result::Result<T, ApiError>;
 
@@ -317,22 +317,9 @@ impl Hub {
         claims: &Claims,
         via_url: bool,
     ) {
-        if !claims.scopes.subscribe {
-            let err = ApiError::new(ErrorCode::Forbidden, "the token lacks scope 'subscribe'");
-            return refuse(ws, &err, ErrorFrame::Error, CloseCode::Forbidden);
-        }
         let first = !session.conn.is_authenticated();
-        session.conn.authenticate(claims, &self.config);
-        if !save(ws, session) {
-            let err = ApiError::new(
-                ErrorCode::AuthFailed,
-                "the token's claims are too large for a connection",
-            );
-            return refuse(ws, &err, ErrorFrame::AuthFailed, CloseCode::AuthFailed);
-        }
-        send_str(ws, &auth_success(claims, &session.conn.id));
-        if via_url {
-            send_str(ws, &rate_limit_info(&self.config));
+        if !accept_claims(ws, session, claims, via_url, &self.config) {
+            return;
         }
         wake_by(
             &self.state.storage(),
@@ -670,21 +657,13 @@ impl Hub {
         let hub = self
             .name()
             .ok_or_else(|| ApiError::internal("hub has no name"))?;
-        let headers = Headers::new();
-        headers.set(CHANNEL_HEADER, channel).map_err(unreachable)?;
-        headers
-            .set("content-type", "application/json")
+        let body = to_json(&AttachRequest {
+            hub,
+            since,
+            dialect,
+        });
+        let req = glue::internal_request(&format!("https://room{path}"), Some(channel), Some(body))
             .map_err(unreachable)?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_headers(headers)
-            .with_body(Some(JsValue::from_str(&to_json(&AttachRequest {
-                hub,
-                since,
-                dialect,
-            }))));
-        let req =
-            Request::new_with_init(&format!("https://room{path}"), &init).map_err(unreachable)?;
         let stub = self
             .env
             .durable_object(ROOM_BINDING)

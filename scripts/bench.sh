@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark: `npm run bench` (N = 100 and 1000), `npm run bench -- --full`
-# (adds N = 5000 and 10000 straight to workerd's port). Servers run pinned to
+# (adds N = 5000 and 10000). Servers run pinned to
 # core 0, the load generator to core 1; loopback only; every phase of every run
 # is bounded by uip-bench's --phase-timeout-s. Results: bench/results/*.jsonl,
 # and a markdown table on stdout.
@@ -28,14 +28,6 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_http() { for _ in $(seq 1 240); do curl -s -o /dev/null "$1" && return 0; sleep 0.5; done; echo "no answer from $1" >&2; return 1; }
 # The workerd process under a wrangler started as its own process group.
 workerd_of() { pgrep -g "$1" -x workerd | head -1; }
-# workerd's own port: the one of its listening ports that answers like $2.
-direct_port() {
-  local pid="$1" path="$2" port
-  for port in $(ss -ltnpH | grep "pid=$pid," | awk '{print $4}' | sed 's/.*://'); do
-    if curl -s -m 2 -o /dev/null -w '%{http_code}' -X "$3" "http://127.0.0.1:$port$path" | grep -qE '^(2|4)'; then echo "$port"; return; fi
-  done
-}
-
 GW_PORT=$(free_port); JS_PORT=$(free_port); NODE_PORT=$(free_port)
 setsid taskset -c 0 env UIP_SKIP_BUILD=1 wrangler dev --ip 127.0.0.1 --port "$GW_PORT" --inspector-port "$(free_port)" \
   --persist-to "$STATE/gw" --var "JWT_SECRET:$SECRET" --var MAX_MESSAGES_PER_MINUTE:100000 --var BURST_LIMIT:100000 \
@@ -47,8 +39,9 @@ wait_http "http://127.0.0.1:$GW_PORT/healthz"
 wait_http "http://127.0.0.1:$JS_PORT/"
 wait_http "http://127.0.0.1:$NODE_PORT/"
 GW_PID=$(workerd_of "${PIDS[0]}"); JS_PID=$(workerd_of "${PIDS[1]}"); NODE_PID=$(pgrep -g "${PIDS[2]}" -x node | head -1)
-GW_DIRECT=$(direct_port "$GW_PID" /healthz GET); JS_DIRECT=$(direct_port "$JS_PID" /v1/publish GET)
-log "gateway :$GW_PORT (workerd $GW_PID, direct :$GW_DIRECT), js-do :$JS_PORT (workerd $JS_PID, direct :$JS_DIRECT), node :$NODE_PORT ($NODE_PID)"
+# wrangler 4.86 has no Node proxy: its port is workerd's own entry worker, so
+# every run below already goes straight to workerd.
+log "gateway :$GW_PORT (workerd $GW_PID), js-do :$JS_PORT (workerd $JS_PID), node :$NODE_PORT ($NODE_PID)"
 
 RUN=0
 # bench SERVER VIA PORT PID ROUTE N EVENTS RATE PUBLISH_BATCH CLIENT_BATCH
@@ -69,23 +62,21 @@ bench() {
 for n in 100 1000; do
   m=$(( n == 100 ? 400 : 200 ))
   for rate in 100 0; do
-    bench gateway proxy "$GW_PORT" "$GW_PID" multiplexed "$n" "$m" "$rate" 1 0
-    bench gateway proxy "$GW_PORT" "$GW_PID" direct "$n" "$m" "$rate" 1 0
-    bench gateway proxy "$GW_PORT" "$GW_PID" multiplexed "$n" "$m" "$rate" 10 1
-    bench gateway proxy "$GW_PORT" "$GW_PID" direct "$n" "$m" "$rate" 10 1
-    bench gateway workerd "$GW_DIRECT" "$GW_PID" direct "$n" "$m" "$rate" 1 0
-    bench js-do proxy "$JS_PORT" "$JS_PID" direct "$n" "$m" "$rate" 1 0
-    bench js-do workerd "$JS_DIRECT" "$JS_PID" direct "$n" "$m" "$rate" 1 0
-    bench node direct "$NODE_PORT" "$NODE_PID" multiplexed "$n" "$m" "$rate" 1 0
+    bench gateway workerd "$GW_PORT" "$GW_PID" multiplexed "$n" "$m" "$rate" 1 0
+    bench gateway workerd "$GW_PORT" "$GW_PID" direct "$n" "$m" "$rate" 1 0
+    bench gateway workerd "$GW_PORT" "$GW_PID" multiplexed "$n" "$m" "$rate" 10 1
+    bench gateway workerd "$GW_PORT" "$GW_PID" direct "$n" "$m" "$rate" 10 1
+    bench js-do workerd "$JS_PORT" "$JS_PID" direct "$n" "$m" "$rate" 1 0
+    bench node node "$NODE_PORT" "$NODE_PID" multiplexed "$n" "$m" "$rate" 1 0
   done
 done
 if [ "$FULL" = 1 ]; then
   for n in 5000 10000; do
-    bench gateway workerd "$GW_DIRECT" "$GW_PID" direct "$n" 50 100 1 0
-    bench gateway workerd "$GW_DIRECT" "$GW_PID" direct "$n" 50 100 10 1
-    bench gateway workerd "$GW_DIRECT" "$GW_PID" direct "$n" 50 0 10 1
-    bench js-do workerd "$JS_DIRECT" "$JS_PID" direct "$n" 50 100 1 0
-    bench node direct "$NODE_PORT" "$NODE_PID" multiplexed "$n" 50 100 1 0
+    bench gateway workerd "$GW_PORT" "$GW_PID" direct "$n" 50 100 1 0
+    bench gateway workerd "$GW_PORT" "$GW_PID" direct "$n" 50 100 10 1
+    bench gateway workerd "$GW_PORT" "$GW_PID" multiplexed "$n" 50 100 10 1
+    bench js-do workerd "$JS_PORT" "$JS_PID" direct "$n" 50 100 1 0
+    bench node node "$NODE_PORT" "$NODE_PID" multiplexed "$n" 50 100 1 0
   done
 fi
 node bench/report.js "$OUT"

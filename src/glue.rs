@@ -8,19 +8,21 @@ use serde_json::Value;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use worker::{
-    Env, Headers, Response, Result, ScheduledTime, State, Storage, WebSocket,
-    WebSocketIncomingMessage, WebSocketPair,
+    Env, Headers, Method, Request, RequestInit, Response, Result, ScheduledTime, State, Storage,
+    Url, WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
 use crate::core::auth::Claims;
 use crate::core::config::Config;
 use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
 use crate::core::filter::Filters;
+use crate::core::history::HistoryQuery;
 use crate::core::protocol::{
     batch_frame, AuthSuccess, ClientMessage, RateLimitInfo, ServerMessage, MAX_FRAME_BYTES,
 };
-use crate::core::session::{Conn, Deadline, MAX_ATTACHMENT_BYTES};
+use crate::core::session::{Conn, Deadline, HasConn, MAX_ATTACHMENT_BYTES};
 use crate::core::time::rfc3339_ms;
+use crate::router::CHANNEL_HEADER;
 
 /// Milliseconds since the epoch, from the runtime's clock.
 pub fn now_ms() -> i64 {
@@ -243,8 +245,41 @@ pub fn rate_limit_info(config: &Config) -> String {
     .to_json()
 }
 
+/// Accepts verified claims on a socket of either endpoint: a token without
+/// scope `subscribe` is `FORBIDDEN` (close 4003); else the identity is stored
+/// (a token too large for the attachment is `AUTH_FAILED`, close 4001) and the
+/// socket gets `auth.success`, then `rate_limit_info` when the token came on the
+/// URL. `false` when the socket was refused.
+pub fn accept_claims<S: HasConn + serde::Serialize>(
+    ws: &WebSocket,
+    session: &mut S,
+    claims: &Claims,
+    via_url: bool,
+    config: &Config,
+) -> bool {
+    if !claims.scopes.subscribe {
+        let err = ApiError::new(ErrorCode::Forbidden, "the token lacks scope 'subscribe'");
+        refuse(ws, &err, ErrorFrame::Error, CloseCode::Forbidden);
+        return false;
+    }
+    session.conn_mut().authenticate(claims, config);
+    if !save(ws, session) {
+        let err = ApiError::new(
+            ErrorCode::AuthFailed,
+            "the token's claims are too large for a connection",
+        );
+        refuse(ws, &err, ErrorFrame::AuthFailed, CloseCode::AuthFailed);
+        return false;
+    }
+    send_str(ws, &auth_success(claims, &session.conn_mut().id));
+    if via_url {
+        send_str(ws, &rate_limit_info(config));
+    }
+    true
+}
+
 /// The `auth.success` frame.
-pub fn auth_success(claims: &Claims, connection_id: &str) -> String {
+fn auth_success(claims: &Claims, connection_id: &str) -> String {
     let ts = now_rfc3339();
     ServerMessage::AuthSuccess {
         timestamp: &ts,
@@ -354,4 +389,31 @@ pub fn fan_out(targets: &[Target], events: &[Outgoing<'_>], timestamp: &str) -> 
         }
     }
     delivered
+}
+
+/// A request from the Worker or a Durable Object to another Durable Object:
+/// `url` (only its path and query matter), the channel it concerns, and a JSON
+/// body, which makes it a `POST`.
+pub fn internal_request(url: &str, channel: Option<&str>, body: Option<String>) -> Result<Request> {
+    let headers = Headers::new();
+    if let Some(channel) = channel {
+        headers.set(CHANNEL_HEADER, channel)?;
+    }
+    let mut init = RequestInit::new();
+    if let Some(body) = body {
+        headers.set("content-type", "application/json")?;
+        init.with_method(Method::Post)
+            .with_body(Some(JsValue::from_str(&body)));
+    }
+    init.with_headers(headers);
+    Request::new_with_init(url, &init)
+}
+
+/// The `?since=&limit=` of a history request, validated.
+pub fn history_query(url: &Url) -> std::result::Result<HistoryQuery, ApiError> {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    HistoryQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }

@@ -10,7 +10,6 @@ use crate::core::auth::{self, Claims};
 use crate::core::channel::Channel;
 use crate::core::config::Config;
 use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
-use crate::core::history::HistoryQuery;
 use crate::core::protocol::{parse_publish, PublishEvent, PublishResult, MAX_FRAME_BYTES};
 use crate::glue::{self, error_response, json_response, now_ms, refuse_upgrade};
 
@@ -329,11 +328,7 @@ async fn stats(req: Request, env: &Env) -> Result<Response> {
         }
     }
     let room_calls = hub_subs.iter().map(|(channel, n)| async move {
-        let headers = Headers::new();
-        headers.set(CHANNEL_HEADER, channel)?;
-        let mut init = RequestInit::new();
-        init.with_headers(headers);
-        let req = Request::new_with_init("https://room/stats", &init)?;
+        let req = glue::internal_request("https://room/stats", Some(channel), None)?;
         let mut resp = room(env, channel)?.fetch_with_request(req).await?;
         let r: RoomStats = resp.json().await?;
         Ok::<_, worker::Error>((channel.clone(), n + r.direct, r.direct, r.seq))
@@ -368,21 +363,12 @@ async fn channel_read(req: Request, env: &Env, raw: &str, what: &str) -> Result<
     }
     let mut target = format!("https://room/{what}");
     if what == "history" {
-        let url = req.url()?;
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        match HistoryQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        match glue::history_query(&req.url()?) {
             Ok(q) => target = format!("{target}?since={}&limit={}", q.since, q.limit),
             Err(e) => return error_response(&e),
         }
     }
-    let headers = Headers::new();
-    headers.set(CHANNEL_HEADER, channel.name())?;
-    let mut init = RequestInit::new();
-    init.with_headers(headers);
-    let req = Request::new_with_init(&target, &init)?;
+    let req = glue::internal_request(&target, Some(channel.name()), None)?;
     room(env, channel.name())?.fetch_with_request(req).await
 }
 
@@ -478,16 +464,8 @@ async fn room_publish(
             "the channel could not be reached; retry with the same event ids",
         )
     };
-    let headers = Headers::new();
-    headers.set(CHANNEL_HEADER, channel).map_err(unreachable)?;
-    headers
-        .set("content-type", "application/json")
+    let req = glue::internal_request("https://room/publish", Some(channel), Some(to_json(batch)))
         .map_err(unreachable)?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(to_json(batch).into()));
-    let req = Request::new_with_init("https://room/publish", &init).map_err(unreachable)?;
     let stub = room(env, channel).map_err(unreachable)?;
     let mut resp = stub.fetch_with_request(req).await.map_err(unreachable)?;
     let text = resp.text().await.map_err(unreachable)?;

@@ -111,6 +111,11 @@ pub enum Deadline {
     At(i64),
 }
 
+/// A socket's attachment, which carries its [`Conn`].
+pub trait HasConn {
+    fn conn_mut(&mut self) -> &mut Conn;
+}
+
 /// The state of a socket on `/ws/{channel}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
@@ -142,6 +147,12 @@ impl Session {
     }
 }
 
+impl HasConn for Session {
+    fn conn_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+}
+
 /// The state of a multiplexed `/ws` socket; its subscriptions live in the hub's
 /// storage, since ten of them with filters would not fit an attachment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,6 +161,12 @@ pub struct HubSession {
     /// Speaks the `001_…` dialect (`?dialect=001` or a first `action` message).
     #[serde(default)]
     pub dialect: bool,
+}
+
+impl HasConn for HubSession {
+    fn conn_mut(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
 }
 
 /// Largest attachment the runtime stores.
