@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The benchmark: `npm run bench` (N = 100 and 1000), `npm run bench -- --full`
-# (adds N = 5000 and 10000). Servers run pinned to
+# The benchmark: `npm run bench` (N = 100 and 1000, through wrangler's proxy and
+# straight to the worker's workerd), `npm run bench -- --full` (adds N = 5000 and
+# 10000 straight to workerd: through the proxy they would need ~5.5 fds each). Servers run pinned to
 # core 0, the load generator to core 1; loopback only; every phase of every run
 # is bounded by uip-bench's --phase-timeout-s. Results: bench/results/*.jsonl,
 # and a markdown table on stdout.
@@ -26,8 +27,18 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 1 240); do curl -s -o /dev/null "$1" && return 0; sleep 0.5; done; echo "no answer from $1" >&2; return 1; }
-# The workerd process under a wrangler started as its own process group.
-workerd_of() { pgrep -g "$1" -x workerd | head -1; }
+# A wrangler (its own process group) runs two workerd processes: a proxy on the
+# requested port, holding ~5.5 fds per socket, and the runtime of the worker on
+# an `entry` port of its own. Both are measured; the direct route skips the proxy.
+workerd_proxy() { pgrep -g "$1" -f "workerd serve.*socket-addr=entry=127.0.0.1:$2 " | head -1; }
+workerd_runtime() { pgrep -g "$1" -f "workerd serve.*socket-addr=entry=127.0.0.1:0 " | head -1; }
+# The runtime's port that answers `$2` with a body matching `$3`.
+runtime_port() {
+  local pid="$1" path="$2" expect="$3" port
+  for port in $(ss -ltnpH | grep "pid=$pid," | awk '{print $4}' | sed 's/.*://'); do
+    if curl -s -m 2 "http://127.0.0.1:$port$path" | grep -q "$expect"; then echo "$port"; return; fi
+  done
+}
 GW_PORT=$(free_port); JS_PORT=$(free_port); NODE_PORT=$(free_port)
 setsid taskset -c 0 env UIP_SKIP_BUILD=1 wrangler dev --ip 127.0.0.1 --port "$GW_PORT" --inspector-port "$(free_port)" \
   --persist-to "$STATE/gw" --var "JWT_SECRET:$SECRET" --var MAX_MESSAGES_PER_MINUTE:100000 --var BURST_LIMIT:100000 \
@@ -38,21 +49,22 @@ setsid taskset -c 0 env PORT="$NODE_PORT" node bench/baselines/node-ws/server.js
 wait_http "http://127.0.0.1:$GW_PORT/healthz"
 wait_http "http://127.0.0.1:$JS_PORT/"
 wait_http "http://127.0.0.1:$NODE_PORT/"
-GW_PID=$(workerd_of "${PIDS[0]}"); JS_PID=$(workerd_of "${PIDS[1]}"); NODE_PID=$(pgrep -g "${PIDS[2]}" -x node | head -1)
-# wrangler 4.86 has no Node proxy: its port is workerd's own entry worker, so
-# every run below already goes straight to workerd.
-log "gateway :$GW_PORT (workerd $GW_PID), js-do :$JS_PORT (workerd $JS_PID), node :$NODE_PORT ($NODE_PID)"
+GW_RT=$(workerd_runtime "${PIDS[0]}"); GW_PX=$(workerd_proxy "${PIDS[0]}" "$GW_PORT")
+JS_RT=$(workerd_runtime "${PIDS[1]}"); JS_PX=$(workerd_proxy "${PIDS[1]}" "$JS_PORT")
+NODE_PID=$(pgrep -g "${PIDS[2]}" -x node | head -1)
+GW_DIRECT=$(runtime_port "$GW_RT" /healthz '"ok"'); JS_DIRECT=$(runtime_port "$JS_RT" /nowhere 'not found')
+log "gateway :$GW_PORT (proxy $GW_PX, runtime $GW_RT on :$GW_DIRECT); js-do :$JS_PORT (proxy $JS_PX, runtime $JS_RT on :$JS_DIRECT); node :$NODE_PORT ($NODE_PID)"
 
 RUN=0
-# bench SERVER VIA PORT PID ROUTE N EVENTS RATE PUBLISH_BATCH CLIENT_BATCH
+# bench SERVER VIA PORT PIDS ROUTE N EVENTS RATE PUBLISH_BATCH CLIENT_BATCH
 bench() {
-  local server="$1" via="$2" port="$3" pid="$4" route="$5" n="$6" m="$7" rate="$8" pb="$9" cb="${10}"
+  local server="$1" via="$2" port="$3" pids="$4" route="$5" n="$6" m="$7" rate="$8" pb="$9" cb="${10}"
   RUN=$((RUN + 1))
   local extra=(); [ "$cb" = 1 ] && extra+=(--client-batch)
   local line
   if line=$(taskset -c 1 "$TARGET/release/uip-bench" --base "http://127.0.0.1:$port" --route "$route" \
       --channel "conversation:bench-$RUN" --sockets "$n" --events "$m" --rate "$rate" --publish-batch "$pb" \
-      --token "$SUB" --publish-token "$PUB" --server-pids "$pid" --phase-timeout-s 90 "${extra[@]}"); then
+      --token "$SUB" --publish-token "$PUB" --server-pids "$pids" --phase-timeout-s 90 "${extra[@]}"); then
     echo "{\"server\":\"$server\",\"via\":\"$via\",\"route\":\"$route\",\"rate\":$rate,\"publish_batch\":$pb,\"client_batch\":$cb,\"report\":$line}" | tee -a "$OUT"
   else
     log "run $RUN ($server $route N=$n R=$rate) failed"
@@ -62,20 +74,23 @@ bench() {
 for n in 100 1000; do
   m=$(( n == 100 ? 400 : 200 ))
   for rate in 100 0; do
-    bench gateway workerd "$GW_PORT" "$GW_PID" multiplexed "$n" "$m" "$rate" 1 0
-    bench gateway workerd "$GW_PORT" "$GW_PID" direct "$n" "$m" "$rate" 1 0
-    bench gateway workerd "$GW_PORT" "$GW_PID" multiplexed "$n" "$m" "$rate" 10 1
-    bench gateway workerd "$GW_PORT" "$GW_PID" direct "$n" "$m" "$rate" 10 1
-    bench js-do workerd "$JS_PORT" "$JS_PID" direct "$n" "$m" "$rate" 1 0
+    bench gateway proxy "$GW_PORT" "$GW_RT,$GW_PX" multiplexed "$n" "$m" "$rate" 1 0
+    bench gateway proxy "$GW_PORT" "$GW_RT,$GW_PX" direct "$n" "$m" "$rate" 1 0
+    bench gateway workerd "$GW_DIRECT" "$GW_RT" multiplexed "$n" "$m" "$rate" 1 0
+    bench gateway workerd "$GW_DIRECT" "$GW_RT" direct "$n" "$m" "$rate" 1 0
+    bench gateway workerd "$GW_DIRECT" "$GW_RT" multiplexed "$n" "$m" "$rate" 10 1
+    bench gateway workerd "$GW_DIRECT" "$GW_RT" direct "$n" "$m" "$rate" 10 1
+    bench js-do proxy "$JS_PORT" "$JS_RT,$JS_PX" direct "$n" "$m" "$rate" 1 0
+    bench js-do workerd "$JS_DIRECT" "$JS_RT" direct "$n" "$m" "$rate" 1 0
     bench node node "$NODE_PORT" "$NODE_PID" multiplexed "$n" "$m" "$rate" 1 0
   done
 done
 if [ "$FULL" = 1 ]; then
   for n in 5000 10000; do
-    bench gateway workerd "$GW_PORT" "$GW_PID" direct "$n" 50 100 1 0
-    bench gateway workerd "$GW_PORT" "$GW_PID" direct "$n" 50 100 10 1
-    bench gateway workerd "$GW_PORT" "$GW_PID" multiplexed "$n" 50 100 10 1
-    bench js-do workerd "$JS_PORT" "$JS_PID" direct "$n" 50 100 1 0
+    bench gateway workerd "$GW_DIRECT" "$GW_RT" direct "$n" 50 100 1 0
+    bench gateway workerd "$GW_DIRECT" "$GW_RT" direct "$n" 50 100 10 1
+    bench gateway workerd "$GW_DIRECT" "$GW_RT" multiplexed "$n" 50 100 10 1
+    bench js-do workerd "$JS_DIRECT" "$JS_RT" direct "$n" 50 100 1 0
     bench node node "$NODE_PORT" "$NODE_PID" multiplexed "$n" 50 100 1 0
   done
 fi

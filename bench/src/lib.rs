@@ -198,42 +198,27 @@ pub async fn run(cfg: RunConfig) -> Result<Report, String> {
         deliveries: AtomicU64::new(0),
     });
 
-    // Phase 1: connect, 64 handshakes in flight at a time.
+    // Phase 1: connect, 64 handshakes in flight at a time. Each subscriber
+    // reads (and pings, like a real client, with an exact ping answered by the
+    // runtime) from the moment it is subscribed, so a long connect phase never
+    // leaves early sockets silent past the server's heartbeat timeout.
     let gate = Arc::new(Semaphore::new(64));
     let connect_start = Instant::now();
-    let tasks: Vec<_> = (0..cfg.sockets)
-        .map(|_| {
-            let cfg = Arc::clone(&cfg);
-            let gate = Arc::clone(&gate);
-            tokio::spawn(async move {
-                let _permit = gate.acquire().await.map_err(|e| e.to_string())?;
-                tokio::time::timeout(cfg.phase_timeout, connect(&cfg))
-                    .await
-                    .map_err(|_| "connect timed out".to_owned())?
-            })
-        })
-        .collect();
-    let mut sockets = Vec::with_capacity(cfg.sockets);
-    for t in tasks {
-        if let Ok(Ok(ws)) = t.await {
-            sockets.push(ws);
-        }
-    }
-    let connect_s = connect_start.elapsed().as_secs_f64();
-    let connected = sockets.len();
-
-    // Readers: record until told to stop.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let readers: Vec<_> = sockets
-        .into_iter()
-        .map(|mut ws| {
-            let shared = Arc::clone(&shared);
-            let channel = cfg.channel.clone();
-            let mut stop = stop_rx.clone();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
+    let readers: Vec<_> = (0..cfg.sockets)
+        .map(|_| {
+            let (cfg, gate, shared) = (Arc::clone(&cfg), Arc::clone(&gate), Arc::clone(&shared));
+            let (ready, mut stop) = (ready_tx.clone(), stop_rx.clone());
             tokio::spawn(async move {
                 let mut seen = Seen::default();
-                // Like a real client: an exact ping (the runtime's auto-response,
-                // which never wakes the object) well inside the heartbeat timeout.
+                let connected = match gate.acquire().await {
+                    Ok(_permit) => tokio::time::timeout(cfg.phase_timeout, connect(&cfg)).await.ok().and_then(Result::ok),
+                    Err(_) => None,
+                };
+                let _ = ready.send(connected.is_some());
+                drop(ready);
+                let Some(mut ws) = connected else { return seen };
                 let mut ping = tokio::time::interval(Duration::from_secs(10));
                 loop {
                     tokio::select! {
@@ -244,7 +229,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, String> {
                             }
                         }
                         msg = ws.next() => match msg {
-                            Some(Ok(Message::Text(t))) => record(&t, &channel, &mut seen, &shared),
+                            Some(Ok(Message::Text(t))) => record(&t, &cfg.channel, &mut seen, &shared),
                             Some(Ok(_)) => {}
                             _ => break,
                         },
@@ -254,6 +239,16 @@ pub async fn run(cfg: RunConfig) -> Result<Report, String> {
             })
         })
         .collect();
+    drop(ready_tx);
+    let mut connected = 0;
+    let connect_deadline = tokio::time::Instant::now() + cfg.phase_timeout + Duration::from_secs(5);
+    for _ in 0..cfg.sockets {
+        match tokio::time::timeout_at(connect_deadline, ready_rx.recv()).await {
+            Ok(Some(ok)) => connected += usize::from(ok),
+            _ => break,
+        }
+    }
+    let connect_s = connect_start.elapsed().as_secs_f64();
 
     let server_cpu0: u64 = cfg
         .server_pids
