@@ -87,11 +87,13 @@ for n in 100 1000; do
 done
 if [ "$FULL" = 1 ]; then
   for n in 5000 10000; do
-    bench gateway workerd "$GW_DIRECT" "$GW_RT" direct "$n" 50 100 1 0
-    bench gateway workerd "$GW_DIRECT" "$GW_RT" direct "$n" 50 100 10 1
-    bench gateway workerd "$GW_DIRECT" "$GW_RT" multiplexed "$n" 50 100 10 1
-    bench js-do workerd "$JS_DIRECT" "$JS_RT" direct "$n" 50 100 1 0
-    bench node node "$NODE_PORT" "$NODE_PID" multiplexed "$n" 50 100 1 0
+    for rate in 100 0; do
+      bench gateway workerd "$GW_DIRECT" "$GW_RT" direct "$n" 50 "$rate" 1 0
+      bench gateway workerd "$GW_DIRECT" "$GW_RT" direct "$n" 50 "$rate" 10 1
+      bench gateway workerd "$GW_DIRECT" "$GW_RT" multiplexed "$n" 50 "$rate" 10 1
+      bench js-do workerd "$JS_DIRECT" "$JS_RT" direct "$n" 50 "$rate" 1 0
+      bench node node "$NODE_PORT" "$NODE_PID" multiplexed "$n" 50 "$rate" 1 0
+    done
   done
 fi
 node bench/report.js "$OUT"
