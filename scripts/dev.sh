@@ -13,8 +13,9 @@ if [ ! -f .dev.vars ] || ! grep -q '^JWT_SECRET=' .dev.vars; then
 fi
 
 cargo build --quiet --bin uip-token
-SUB_TOKEN="$(target/debug/uip-token --sub dev-subscriber --scope subscribe --channels '*')"
-PUB_TOKEN="$(target/debug/uip-token --sub dev-publisher --scope publish)"
+TOKEN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/uip-token"
+SUB_TOKEN="$("$TOKEN_BIN" --sub dev-subscriber --scope subscribe --channels '*')"
+PUB_TOKEN="$("$TOKEN_BIN" --sub dev-publisher --scope publish)"
 
 cat <<MSG
 
