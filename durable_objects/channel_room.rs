@@ -32,9 +32,8 @@ use crate::core::subscriptions::{
 };
 use crate::core::time::rfc3339_ms;
 use crate::glue::{
-    self, accept_claims, admit, connection_id, enforce_deadline, error_response, fan_out, load,
-    now_ms, now_rfc3339, ok_json, rate_limit_info, rearm, refuse, save, send_str, storage_failed,
-    wake_by, Outgoing, Target,
+    self, accept_claims, admit, await_auth, connection_id, error_response, fan_out, load, now_ms,
+    now_rfc3339, ok_json, refuse, save, send_str, storage_failed, sweep, wake_by, Outgoing, Target,
 };
 use crate::room_store::RoomStore;
 use crate::router::{CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING};
@@ -127,18 +126,8 @@ impl DurableObject for ChannelRoom {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        let now = now_ms();
-        let next = self
-            .state
-            .get_websockets()
-            .iter()
-            .filter_map(|ws| {
-                let session: Session = load(ws)?;
-                enforce_deadline(&self.state, ws, &session.conn, now, &self.config)
-            })
-            .min();
+        sweep::<Session>(&self.state, &self.config).await?;
         self.invalidate();
-        rearm(&self.state.storage(), next).await?;
         Response::ok("")
     }
 }
@@ -256,15 +245,7 @@ impl ChannelRoom {
                 self.authenticate(&ws, &mut session, &claims, &channel, true)
                     .await
             }
-            None => {
-                send_str(&ws, &rate_limit_info(&self.config));
-                save(&ws, &session);
-                wake_by(
-                    &self.state.storage(),
-                    session.conn.next_check_ms(&self.config),
-                )
-                .await;
-            }
+            None => await_auth(&self.state, &ws, &session, &self.config).await,
         }
         Response::from_websocket(pair.client)
     }

@@ -32,9 +32,8 @@ use crate::core::subscriptions::{
     DeliverResponse, Delivered, Subscriptions,
 };
 use crate::glue::{
-    self, accept_claims, admit, connection_id, enforce_deadline, error_response, fan_out, load,
-    now_ms, now_rfc3339, rate_limit_info, rearm, refuse, save, send, send_str, storage_failed,
-    wake_by, Outgoing, Target,
+    self, accept_claims, admit, await_auth, connection_id, error_response, fan_out, load, now_ms,
+    now_rfc3339, refuse, save, send, send_str, storage_failed, sweep, wake_by, Outgoing, Target,
 };
 use crate::router::{CLAIMS_HEADER, HUB_HEADER, ROOM_BINDING};
 
@@ -163,17 +162,7 @@ impl DurableObject for Hub {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        let now = now_ms();
-        let next = self
-            .state
-            .get_websockets()
-            .iter()
-            .filter_map(|ws| {
-                let session: HubSession = load(ws)?;
-                enforce_deadline(&self.state, ws, &session.conn, now, &self.config)
-            })
-            .min();
-        rearm(&self.state.storage(), next).await?;
+        sweep::<HubSession>(&self.state, &self.config).await?;
         Response::ok("")
     }
 }
@@ -297,15 +286,7 @@ impl Hub {
         self.invalidate();
         match claims {
             Some(claims) => self.authenticate(&ws, &mut session, &claims, true).await,
-            None => {
-                send_str(&ws, &rate_limit_info(&self.config));
-                save(&ws, &session);
-                wake_by(
-                    &self.state.storage(),
-                    session.conn.next_check_ms(&self.config),
-                )
-                .await;
-            }
+            None => await_auth(&self.state, &ws, &session, &self.config).await,
         }
         Response::from_websocket(pair.client)
     }

@@ -140,7 +140,7 @@ pub async fn wake_by(storage: &Storage, deadline: i64) {
 }
 
 /// Sets the alarm to `next` (the earliest deadline left), if any.
-pub async fn rearm(storage: &Storage, next: Option<i64>) -> Result<()> {
+async fn rearm(storage: &Storage, next: Option<i64>) -> Result<()> {
     if let Some(t) = next {
         storage.set_alarm(at(t)).await?;
     }
@@ -166,9 +166,40 @@ fn last_pong_ms(state: &State, ws: &WebSocket) -> Option<i64> {
         .map(|d| d.get_time() as i64)
 }
 
+/// An alarm's sweep over every socket of the object (attachments of type `S`):
+/// enforces each deadline and sets the alarm to the earliest one left.
+pub async fn sweep<S: HasConn + serde::de::DeserializeOwned>(
+    state: &State,
+    config: &Config,
+) -> Result<()> {
+    let now = now_ms();
+    let next = state
+        .get_websockets()
+        .iter()
+        .filter_map(|ws| {
+            let session: S = load(ws)?;
+            enforce_deadline(state, ws, session.conn(), now, config)
+        })
+        .min();
+    rearm(&state.storage(), next).await
+}
+
+/// A socket that came without a token: `rate_limit_info` now, and an alarm by
+/// its auth deadline in case no `auth` message follows.
+pub async fn await_auth<S: HasConn + serde::Serialize>(
+    state: &State,
+    ws: &WebSocket,
+    session: &S,
+    config: &Config,
+) {
+    send_str(ws, &rate_limit_info(config));
+    save(ws, session);
+    wake_by(&state.storage(), session.conn().next_check_ms(config)).await;
+}
+
 /// An alarm's pass over one socket: closes it when its auth timed out, its
 /// token expired or it went silent, and returns when to look again.
-pub fn enforce_deadline(
+fn enforce_deadline(
     state: &State,
     ws: &WebSocket,
     conn: &Conn,
@@ -236,7 +267,7 @@ fn too_large() -> ApiError {
 }
 
 /// The `rate_limit_info` frame.
-pub fn rate_limit_info(config: &Config) -> String {
+fn rate_limit_info(config: &Config) -> String {
     let ts = now_rfc3339();
     ServerMessage::RateLimitInfo {
         timestamp: &ts,
@@ -271,7 +302,7 @@ pub fn accept_claims<S: HasConn + serde::Serialize>(
         refuse(ws, &err, ErrorFrame::AuthFailed, CloseCode::AuthFailed);
         return false;
     }
-    send_str(ws, &auth_success(claims, &session.conn_mut().id));
+    send_str(ws, &auth_success(claims, &session.conn().id));
     if via_url {
         send_str(ws, &rate_limit_info(config));
     }

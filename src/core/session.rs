@@ -113,6 +113,7 @@ pub enum Deadline {
 
 /// A socket's attachment, which carries its [`Conn`].
 pub trait HasConn {
+    fn conn(&self) -> &Conn;
     fn conn_mut(&mut self) -> &mut Conn;
 }
 
@@ -148,6 +149,10 @@ impl Session {
 }
 
 impl HasConn for Session {
+    fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
     fn conn_mut(&mut self) -> &mut Conn {
         &mut self.conn
     }
@@ -164,6 +169,10 @@ pub struct HubSession {
 }
 
 impl HasConn for HubSession {
+    fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
     fn conn_mut(&mut self) -> &mut Conn {
         &mut self.conn
     }
