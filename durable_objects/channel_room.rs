@@ -2,7 +2,7 @@
 //! sequence, history and snapshot, holds its `/ws/{channel}` sockets with the
 //! hibernation API, and hands each event once to every hub with subscribers.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -14,34 +14,35 @@ use worker::{
     WebSocketIncomingMessage, WebSocketPair,
 };
 
-use crate::core::auth::{self, Claims};
+use crate::core::auth::Claims;
 use crate::core::channel::Channel;
 use crate::core::config::Config;
 use crate::core::dialect;
-use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
+use crate::core::error::{to_json, ApiError, ErrorCode, ErrorFrame};
 use crate::core::filter::Filters;
 use crate::core::history;
+use crate::core::internal::{
+    AttachRequest, AttachResponse, DeliverRequest, DeliverResponse, Delivered, DetachRequest,
+    HubRoute, ReplayRequest, ReplayResponse, RoomRoute, CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING,
+};
 use crate::core::protocol::{
-    ChannelEvent, ChannelOnly, ClientMessage, Empty, PublishEvent, PublishResult, ServerMessage,
-    PING_REQUEST, PING_RESPONSE,
+    ChannelOnly, ClientMessage, Empty, PublishEvent, PublishResult, ServerMessage,
 };
+use crate::core::publish::{self, EventLog, Fresh};
+use crate::core::refusal::Refusal;
 use crate::core::session::{Conn, Session};
-use crate::core::snapshot::{self, SnapshotOp};
-use crate::core::subscriptions::{
-    subscription_frames, AttachRequest, AttachResponse, DeliverRequest, DeliverResponse, Delivered,
-};
+use crate::core::subscriptions::subscription_frames;
 use crate::core::time::rfc3339_ms;
 use crate::glue::{
     self, accept_claims, admit, await_auth, connection_id, error_response, fan_out, load, now_ms,
-    now_rfc3339, ok_json, refuse, save, send_str, storage_failed, sweep, wake_by, Outgoing, Target,
+    now_rfc3339, ok_json, refuse, save, send_str, storage_failed, wake_by, Outgoing, Target,
 };
-use crate::room_store::RoomStore;
-use crate::router::{CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING};
+use crate::room_store::{HubLink, RoomStore};
 
 type ApiResult<T> = std::result::Result<T, ApiError>;
 
-/// A newly stored event for the hubs, with its index in the publish results.
-type Fresh = (usize, Delivered);
+/// How long a room waits before it repeats a failed push to a hub.
+const HUB_RETRY_MS: i64 = 1_000;
 
 #[durable_object]
 pub struct ChannelRoom {
@@ -54,15 +55,15 @@ pub struct ChannelRoom {
     targets: RefCell<Option<Rc<Vec<Target>>>>,
     /// One stub per hub, reused so deliveries to a hub keep their order.
     hub_stubs: RefCell<HashMap<String, Rc<Stub>>>,
+    /// Publish requests in progress (for load shedding).
+    publishing: Cell<usize>,
+    /// Pushes to hubs so far (for the test-only dropped-delivery fault).
+    pushes: Cell<u64>,
 }
 
 impl DurableObject for ChannelRoom {
     fn new(state: State, env: Env) -> Self {
-        if let Ok(pair) =
-            worker::worker_sys::WebSocketRequestResponsePair::new(PING_REQUEST, PING_RESPONSE)
-        {
-            state.set_websocket_auto_response(&pair);
-        }
+        glue::set_ping_auto_response(&state);
         let store = match RoomStore::open(state.storage().sql()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -78,21 +79,25 @@ impl DurableObject for ChannelRoom {
             store,
             targets: RefCell::new(None),
             hub_stubs: RefCell::new(HashMap::new()),
+            publishing: Cell::new(0),
+            pushes: Cell::new(0),
         }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        let path = req.path();
-        match path.as_str() {
-            "/health" => Response::ok("ok"),
-            "/ws" => self.accept(req).await,
-            "/publish" => self.publish(req).await,
-            "/snapshot" => answer(self.snapshot_json(&req)),
-            "/history" => answer(self.history_json(&req)),
-            "/attach" => answer(self.attach(req).await),
-            "/detach" => answer(self.detach(req).await),
-            "/stats" => answer(self.stats_json()),
-            _ => error_response(&ApiError::new(ErrorCode::NotFound, "unknown room path")),
+        let Some(route) = RoomRoute::parse(&req.path()) else {
+            return error_response(&ApiError::new(ErrorCode::NotFound, "unknown room path"));
+        };
+        match route {
+            RoomRoute::Health => Response::ok("ok"),
+            RoomRoute::Socket => self.accept(req).await,
+            RoomRoute::Publish => self.publish(req).await,
+            RoomRoute::Snapshot => answer(self.snapshot_json(&req)),
+            RoomRoute::History => answer(self.history_json(&req)),
+            RoomRoute::Attach => answer(self.attach(req).await),
+            RoomRoute::Detach => answer(self.detach(req).await),
+            RoomRoute::Replay => answer(self.replay(req).await),
+            RoomRoute::Stats => answer(self.stats_json()),
         }
     }
 
@@ -108,15 +113,12 @@ impl DurableObject for ChannelRoom {
     async fn websocket_close(
         &self,
         ws: WebSocket,
-        _code: usize,
+        code: usize,
         _reason: String,
         _clean: bool,
     ) -> Result<()> {
         self.invalidate();
-        let _ = ws.close(
-            Some(CloseCode::Normal.code()),
-            Some(CloseCode::Normal.reason()),
-        );
+        glue::answer_close(&ws, code);
         Ok(())
     }
 
@@ -126,8 +128,13 @@ impl DurableObject for ChannelRoom {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        sweep::<Session>(&self.state, &self.config).await?;
+        let sockets = glue::sweep::<Session>(&self.state, &self.config);
         self.invalidate();
+        let hubs = self.nudge_lagging_hubs().await;
+        let next = [sockets, hubs].into_iter().flatten().min();
+        if let Some(t) = next {
+            wake_by(&self.state.storage(), t).await;
+        }
         Response::ok("")
     }
 }
@@ -189,7 +196,7 @@ impl ChannelRoom {
     fn subscription_state(&self, since: Option<u64>) -> ApiResult<AttachResponse> {
         let store = self.store()?;
         let read = storage_failed(
-            ErrorCode::SubscriptionFailed,
+            ErrorCode::InternalError,
             "the channel state could not be read",
         );
         let head = store.head().map_err(read)?;
@@ -207,6 +214,7 @@ impl ChannelRoom {
             head,
             recovered: resume.map(history::Resume::recovered),
             events,
+            catch_up: Vec::new(),
         })
     }
 
@@ -261,12 +269,7 @@ impl ChannelRoom {
         via_url: bool,
     ) {
         if !claims.allows(channel, false) {
-            return refuse(
-                ws,
-                &ApiError::forbidden_channel(channel.name()),
-                ErrorFrame::Error,
-                CloseCode::Forbidden,
-            );
+            return refuse(ws, Refusal::ChannelForbidden(channel.name().to_owned()));
         }
         let first = !session.conn.is_authenticated();
         if !accept_claims(ws, session, claims, via_url, &self.config) {
@@ -281,7 +284,7 @@ impl ChannelRoom {
         self.invalidate();
         wake_by(
             &self.state.storage(),
-            session.conn.next_check_ms(&self.config),
+            session.conn.next_check_ms(None, &self.config),
         )
         .await;
     }
@@ -303,7 +306,7 @@ impl ChannelRoom {
 
     async fn on_message(&self, ws: &WebSocket, message: WebSocketIncomingMessage) {
         let Some(mut session) = load::<Session>(ws) else {
-            let _ = ws.close(Some(1011), Some("lost connection state"));
+            glue::lost_state(ws).ok();
             return;
         };
         let now = now_ms();
@@ -336,45 +339,49 @@ impl ChannelRoom {
                 send_str(ws, &err.frame(ErrorFrame::Error, &ts));
             }
             Ok(ClientMessage::Auth { token }) => {
-                let verified = auth::verify(
-                    &token,
-                    &glue::jwt_secret(&self.env),
-                    now / 1000,
-                    i64::from(self.config.jwt_leeway_s),
-                );
+                let verified = glue::verify(&self.env, &token, now);
                 match (verified, Channel::parse(&session.channel, &self.config)) {
                     (Ok(claims), Ok(channel)) => {
                         return self
                             .authenticate(ws, &mut session, &claims, &channel, false)
                             .await;
                     }
-                    (Err(e), _) | (_, Err(e)) => {
-                        return refuse(ws, &e, ErrorFrame::AuthFailed, CloseCode::AuthFailed);
-                    }
+                    (Err(e), _) => return refuse(ws, Refusal::BadToken(e)),
+                    (_, Err(e)) => return refuse(ws, Refusal::ChannelNotFound(e)),
                 }
             }
             Ok(ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. })
                 if !session.conn.is_authenticated() =>
             {
-                let err = ApiError::new(
-                    ErrorCode::AuthFailed,
-                    "authenticate first: send {\"type\":\"auth\",\"token\":…}",
-                );
-                send_str(ws, &err.frame(ErrorFrame::Error, &ts));
+                send_str(ws, &glue::not_authenticated().frame(ErrorFrame::Error, &ts));
             }
             Ok(ClientMessage::Subscribe {
                 channel,
                 filters,
                 since,
-            }) => match self.resubscribe(&mut session, &channel, filters.as_ref()) {
-                Ok(()) => {
-                    self.send_subscription(ws, &session, since);
-                    self.invalidate();
+            }) => {
+                let before = session.clone();
+                match self.resubscribe(&mut session, &channel, filters.as_ref()) {
+                    Ok(()) if save(ws, &session) => {
+                        self.send_subscription(ws, &session, since);
+                        self.invalidate();
+                    }
+                    Ok(()) => {
+                        // The filters do not fit the socket's attachment: the
+                        // old subscription stays as it was.
+                        session = before;
+                        let err = ApiError::new(
+                            ErrorCode::SubscriptionFailed,
+                            "these filters are too large for a direct socket; use fewer values or /ws",
+                        )
+                        .with("channel", channel.as_str());
+                        send_str(ws, &err.frame(ErrorFrame::Error, &ts));
+                    }
+                    Err(e) => {
+                        send_str(ws, &e.frame(ErrorFrame::Error, &ts));
+                    }
                 }
-                Err(e) => {
-                    send_str(ws, &e.frame(ErrorFrame::Error, &ts));
-                }
-            },
+            }
             Ok(ClientMessage::Unsubscribe { channel }) => {
                 if channel == session.channel {
                     session.subscribed = false;
@@ -488,25 +495,32 @@ impl ChannelRoom {
     }
 
     /// A hub with a new subscriber: register it, and answer the state that
-    /// subscriber starts from.
+    /// subscriber starts from, with what the hub has not applied yet.
     async fn attach(&self, mut req: Request) -> ApiResult<String> {
         let body: AttachRequest = req
             .json()
             .await
             .map_err(|_| ApiError::internal("malformed attach"))?;
-        let write = storage_failed(
-            ErrorCode::SubscriptionFailed,
-            "the hub could not be registered",
-        );
-        self.store()?
-            .register_hub(&body.hub, body.dialect)
+        let store = self.store()?;
+        let write = storage_failed(ErrorCode::InternalError, "the hub could not be registered");
+        store
+            .register_hub(&body.hub, body.dialect, now_ms())
             .map_err(write)?;
-        Ok(to_json(&self.subscription_state(body.since)?))
+        let mut state = self.subscription_state(body.since)?;
+        if let Some(applied) = body.applied.filter(|a| *a < state.head) {
+            state.catch_up = store
+                .after(applied, state.head - applied)
+                .map_err(storage_failed(
+                    ErrorCode::InternalError,
+                    "the channel history could not be read",
+                ))?;
+        }
+        Ok(to_json(&state))
     }
 
     /// A hub whose last subscriber left.
     async fn detach(&self, mut req: Request) -> ApiResult<String> {
-        let body: AttachRequest = req
+        let body: DetachRequest = req
             .json()
             .await
             .map_err(|_| ApiError::internal("malformed detach"))?;
@@ -514,8 +528,37 @@ impl ChannelRoom {
             ErrorCode::InternalError,
             "the hub could not be unregistered",
         );
-        self.store()?.unregister_hub(&body.hub).map_err(write)?;
+        self.store()?
+            .unregister_hub(&body.hub, None)
+            .map_err(write)?;
         Ok("{}".into())
+    }
+
+    /// A hub filling a gap: the retained events it asked for and, for
+    /// dialect subscribers, the topic's current list.
+    async fn replay(&self, mut req: Request) -> ApiResult<String> {
+        let channel = self.channel_of(&req)?;
+        let body: ReplayRequest = req
+            .json()
+            .await
+            .map_err(|_| ApiError::internal("malformed replay"))?;
+        let store = self.store()?;
+        let read = storage_failed(
+            ErrorCode::InternalError,
+            "the channel history could not be read",
+        );
+        let events = store
+            .after(body.after, body.through.saturating_sub(body.after))
+            .map_err(read)?;
+        let list = if body.dialect && dialect::topic_of(channel.name()).is_some() {
+            let rows = store.snapshot(now_ms()).map_err(read)?;
+            Some(dialect::list_from_bodies(
+                rows.iter().map(|r| r.body.as_str()),
+            ))
+        } else {
+            None
+        };
+        Ok(to_json(&ReplayResponse { events, list }))
     }
 
     async fn publish(&self, mut req: Request) -> Result<Response> {
@@ -523,6 +566,10 @@ impl ChannelRoom {
             Ok(c) => c,
             Err(e) => return error_response(&e),
         };
+        if self.publishing.get() >= self.config.publish_queue_max {
+            return error_response(&ApiError::overloaded(1));
+        }
+        let _busy = InFlight::enter(&self.publishing);
         let events: Vec<PublishEvent> = match req.json().await {
             Ok(e) => e,
             Err(_) => {
@@ -532,108 +579,46 @@ impl ChannelRoom {
                 ))
             }
         };
-        let (mut results, fresh) = match self.append_and_fan_out(&channel, events) {
+        let outcome = match self.append_and_fan_out(&channel, events) {
             Ok(r) => r,
             Err(e) => return error_response(&e),
         };
-        self.deliver_to_hubs(&channel, &mut results, fresh).await;
+        let mut results = outcome.results;
+        self.deliver_to_hubs(&channel, &mut results, outcome.fresh)
+            .await;
         ok_json(&results)
     }
 
-    /// Orders, stores and sends each event to the direct sockets. Returns the
-    /// results and the newly stored events (with their index in `results`) for
-    /// the hubs. The answer waits until the writes are durable.
+    /// Orders and stores the events (`core::publish`) and sends each to the
+    /// direct sockets, all without awaiting, so batch clients get this
+    /// request's events in one frame. The answer waits until the writes are
+    /// durable.
     fn append_and_fan_out(
         &self,
         channel: &Channel,
         events: Vec<PublishEvent>,
-    ) -> ApiResult<(Vec<PublishResult>, Vec<Fresh>)> {
+    ) -> ApiResult<publish::Outcome> {
         let store = self.store()?;
         let write = storage_failed(ErrorCode::InternalError, "the event could not be stored");
         let now = now_ms();
-        let targets = self.targets();
-        let mut results = Vec::with_capacity(events.len());
-        let mut fresh: Vec<Fresh> = Vec::with_capacity(events.len());
-        let mut merged_views: Vec<Value> = Vec::with_capacity(events.len());
-        for ev in events {
-            if let Some(id) = &ev.id {
-                if let Some(seq) = store.seq_of_id(id).map_err(write)? {
-                    results.push(PublishResult {
-                        channel: channel.name().to_owned(),
-                        seq,
-                        delivered: 0,
-                        duplicate: true,
-                    });
-                    continue;
-                }
-            }
-            let seq = store.head().map_err(write)? + 1;
-            let event = ChannelEvent {
-                kind: ev.kind,
-                channel: channel.name().to_owned(),
-                seq,
-                timestamp: ev.timestamp.unwrap_or_else(|| rfc3339_ms(now)),
-                data: ev.data,
-                id: ev.id,
-            };
-            let body = to_json(&event);
-            let op = snapshot::op_for(channel.kind(), &event.kind, &event.data);
-            let previous = match &op {
-                SnapshotOp::Upsert { key, .. } | SnapshotOp::Remove { key } => store
-                    .merged_of(key)
-                    .map_err(write)?
-                    .and_then(|m| serde_json::from_str::<Value>(&m).ok()),
-                SnapshotOp::Skip => None,
-            };
-            let merged = snapshot::merge(previous.as_ref(), &event.data);
-            let merged_json = to_json(&merged);
-            store
-                .append(
-                    seq,
-                    event.id.as_deref(),
-                    &event.kind,
-                    &body,
-                    &merged_json,
-                    &op,
-                    now,
-                )
-                .map_err(write)?;
-            merged_views.push(merged);
-            fresh.push((
-                results.len(),
-                Delivered {
-                    seq,
-                    kind: event.kind,
-                    body,
-                    merged: merged_json,
-                },
-            ));
-            results.push(PublishResult {
-                channel: channel.name().to_owned(),
-                seq,
-                delivered: 0,
-                duplicate: false,
-            });
-        }
-        // Sent after the loop, still without awaiting: the batch clients get
-        // this request's events in one frame.
-        let outgoing: Vec<Outgoing<'_>> = fresh
+        let mut outcome = publish::append_all(store, channel, events, now).map_err(write)?;
+        let outgoing: Vec<Outgoing<'_>> = outcome
+            .fresh
             .iter()
-            .zip(&merged_views)
-            .map(|((_, d), merged)| Outgoing {
-                kind: &d.kind,
-                merged,
-                body: &d.body,
+            .map(|f| Outgoing {
+                kind: &f.event.kind,
+                merged: &f.merged,
+                body: &f.event.body,
             })
             .collect();
-        let counts = fan_out(&targets, &outgoing, &rfc3339_ms(now));
-        for ((slot, _), n) in fresh.iter().zip(counts) {
-            results[*slot].delivered = n;
+        let counts = fan_out(&self.targets(), &outgoing, &rfc3339_ms(now));
+        for (f, n) in outcome.fresh.iter().zip(counts) {
+            outcome.results[f.slot].delivered = n;
         }
         if let Err(e) = store.prune(&self.config, now) {
             worker::console_error!("history prune failed: {e}");
         }
-        Ok((results, fresh))
+        Ok(outcome)
     }
 
     fn hub_stub(&self, name: &str) -> Option<Rc<Stub>> {
@@ -653,8 +638,9 @@ impl ChannelRoom {
     }
 
     /// Sends the new events once to every registered hub, in parallel, and adds
-    /// what each hub delivered. A hub that fails is logged, keeps its
-    /// registration and gets a new stub; a hub without subscribers is forgotten.
+    /// what each hub delivered. A hub whose push fails is marked lagging and
+    /// nudged by the alarm until it has caught up from history; a hub without
+    /// subscribers is forgotten.
     async fn deliver_to_hubs(
         &self,
         channel: &Channel,
@@ -665,15 +651,17 @@ impl ChannelRoom {
             return;
         }
         let Ok(store) = self.store() else { return };
-        let (hubs, dialect) = match store.hubs() {
-            Ok((h, d)) if !h.is_empty() => (h, d),
+        let hubs = match store.hubs() {
+            Ok(h) if !h.is_empty() => h,
             Ok(_) => return,
             Err(e) => {
                 worker::console_error!("cannot list hubs: {e}");
                 return;
             }
         };
-        let (slots, events): (Vec<usize>, Vec<Delivered>) = fresh.into_iter().unzip();
+        let dialect = hubs.iter().any(|h| h.dialect);
+        let (slots, events): (Vec<usize>, Vec<Delivered>) =
+            fresh.into_iter().map(|f| (f.slot, f.event)).unzip();
         // The topic list is built once here, and only while a hub has
         // dialect subscribers; no hub or socket re-reads the snapshot.
         let list = if dialect && dialect::topic_of(channel.name()).is_some() {
@@ -685,41 +673,142 @@ impl ChannelRoom {
         } else {
             None
         };
+        let head = store.head().unwrap_or_default();
         let body = to_json(&DeliverRequest {
             channel: channel.name().to_owned(),
             events,
+            head,
             list,
         });
-        let calls = hubs.iter().filter_map(|name| {
-            let stub = self.hub_stub(name)?;
-            let body = body.clone();
-            Some(async move { (name, deliver(&stub, body).await) })
-        });
-        for (name, outcome) in join_all(calls).await {
-            match outcome {
-                Ok(answer) => {
-                    for (slot, n) in slots.iter().zip(answer.delivered) {
-                        results[*slot].delivered += n;
-                    }
-                    if !answer.registered {
-                        if let Err(e) = store.unregister_hub(name) {
-                            worker::console_error!("cannot forget hub {name}: {e}");
-                        }
-                    }
-                }
-                Err(e) => {
-                    // A stub whose call threw may stay broken; the next publish
-                    // gets a fresh one. The hub's sockets can resume with `since`.
-                    self.hub_stubs.borrow_mut().remove(name.as_str());
-                    worker::console_error!("delivery to {name} failed: {e}");
-                }
+        for answer in self
+            .push(channel.name(), &hubs, body)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            for (slot, n) in slots.iter().zip(answer.delivered) {
+                results[*slot].delivered += n;
             }
         }
+    }
+
+    /// Sends one delivery to each hub, in parallel; answers per hub, `None`
+    /// where the push failed. A failed hub is marked lagging (and the alarm
+    /// set to nudge it), a recovered one unmarked, and one that answers it
+    /// has no subscribers is forgotten unless it attached after the push left.
+    async fn push(
+        &self,
+        channel: &str,
+        hubs: &[HubLink],
+        body: String,
+    ) -> Vec<Option<DeliverResponse>> {
+        let Ok(store) = self.store() else {
+            return Vec::new();
+        };
+        let sent_at = now_ms();
+        let calls = hubs.iter().map(|hub| {
+            let stub = self.hub_stub(&hub.name);
+            let dropped = self.drops_this_push();
+            let body = body.clone();
+            async move {
+                match stub {
+                    _ if dropped => Err(worker::Error::RustError(
+                        "dropped by TEST_DROP_HUB_DELIVERY_EVERY".into(),
+                    )),
+                    Some(stub) => deliver(&stub, body).await,
+                    None => Err(worker::Error::RustError("no stub for the hub".into())),
+                }
+            }
+        });
+        let outcomes = join_all(calls).await;
+        let mut answers = Vec::with_capacity(hubs.len());
+        let mut failed = false;
+        for (hub, outcome) in hubs.iter().zip(outcomes) {
+            let noted = match &outcome {
+                Ok(answer) if !answer.registered => store.unregister_hub(&hub.name, Some(sent_at)),
+                Ok(_) if hub.lagging => store.set_lagging(&hub.name, false),
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    // A stub whose call threw may stay broken; the retry gets a fresh one.
+                    self.hub_stubs.borrow_mut().remove(hub.name.as_str());
+                    worker::console_error!("delivery of {channel} to {} failed: {e}", hub.name);
+                    failed = true;
+                    store.set_lagging(&hub.name, true)
+                }
+            };
+            if let Err(e) = noted {
+                worker::console_error!("cannot update hub {}: {e}", hub.name);
+            }
+            answers.push(outcome.ok());
+        }
+        if failed {
+            if let Err(e) = store.set_channel(channel) {
+                worker::console_error!("cannot remember the channel name: {e}");
+            }
+            wake_by(&self.state.storage(), now_ms() + HUB_RETRY_MS).await;
+        }
+        answers
+    }
+
+    /// Whether the test-only fault drops the push about to be made.
+    fn drops_this_push(&self) -> bool {
+        let every = self.config.test_drop_hub_delivery_every;
+        let n = self.pushes.get() + 1;
+        self.pushes.set(n);
+        every > 0 && n.is_multiple_of(every)
+    }
+
+    /// The alarm's part for hubs: an empty delivery carrying the head to each
+    /// lagging hub, which makes it fill its gap from history. Returns when to
+    /// try again while any is still lagging.
+    async fn nudge_lagging_hubs(&self) -> Option<i64> {
+        let store = self.store().ok()?;
+        let lagging: Vec<HubLink> = store
+            .hubs()
+            .ok()?
+            .into_iter()
+            .filter(|h| h.lagging)
+            .collect();
+        if lagging.is_empty() {
+            return None;
+        }
+        let channel = store.channel().ok().flatten()?;
+        let body = to_json(&DeliverRequest {
+            channel: channel.clone(),
+            events: Vec::new(),
+            head: store.head().ok()?,
+            list: None,
+        });
+        self.push(&channel, &lagging, body).await;
+        let still = store.hubs().ok()?.iter().any(|h| h.lagging);
+        still.then(|| now_ms() + HUB_RETRY_MS)
+    }
+}
+
+/// Counts a publish request in progress for as long as it lives.
+struct InFlight<'a>(&'a Cell<usize>);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a Cell<usize>) -> Self {
+        count.set(count.get() + 1);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
     }
 }
 
 async fn deliver(stub: &Stub, body: String) -> Result<DeliverResponse> {
-    let req = glue::internal_request("https://hub/deliver", None, Some(body))?;
+    let req = glue::internal_request(&HubRoute::Deliver.url(), None, Some(body))?;
     let mut resp = stub.fetch_with_request(req).await?;
+    if resp.status_code() != 200 {
+        return Err(worker::Error::RustError(format!(
+            "hub answered {}",
+            resp.status_code()
+        )));
+    }
     resp.json().await
 }

@@ -3,131 +3,97 @@
 //! for that channel, receives each event once from the room, and applies every
 //! socket's filters locally. `001_…` dialect sockets subscribe to topics, which
 //! are channels seen as whole lists.
+//!
+//! Ordering: each socket's messages are handled in order (a lock per
+//! connection); each channel's deliveries, attaches and detaches run in order
+//! (a lock per channel), so an attach sees no delivery in flight and a detach
+//! never overtakes the next attach. Deliveries are applied by `seq` through
+//! the channel's cursor (`core::gap`): a lost or late push is repaired from the
+//! room's history before anything newer goes out.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use futures::future::join_all;
-use futures::lock::Mutex;
-use serde::Deserialize;
 use serde_json::Value;
 use wasm_bindgen::JsValue;
 use worker::{
-    durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue,
-    State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
+    durable_object, DurableObject, Env, Request, Response, Result, State, WebSocket,
+    WebSocketIncomingMessage, WebSocketPair,
 };
 
-use crate::core::auth::{self, Claims};
+use crate::core::auth::Claims;
 use crate::core::config::Config;
 use crate::core::dialect::{self, TopicFrame};
-use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
+use crate::core::error::{to_json, ApiError, ErrorCode, ErrorFrame};
 use crate::core::filter::Filters;
-use crate::core::protocol::{
-    ChannelOnly, ClientMessage, Empty, ServerMessage, PING_REQUEST, PING_RESPONSE,
+use crate::core::gap::{self, Step};
+use crate::core::internal::{
+    AttachRequest, AttachResponse, DeliverRequest, DeliverResponse, Delivered, DetachRequest,
+    HubRoute, ReplayRequest, ReplayResponse, RoomRoute, CLAIMS_HEADER, HUB_HEADER, ROOM_BINDING,
 };
+use crate::core::protocol::{ChannelOnly, ClientMessage, Empty, ServerMessage};
+use crate::core::refusal::Refusal;
 use crate::core::session::{Conn, HubSession};
-use crate::core::subscriptions::{
-    check_subscribe, subscription_frames, AttachRequest, AttachResponse, DeliverRequest,
-    DeliverResponse, Delivered, Subscriptions,
-};
+use crate::core::subscriptions::{check_subscribe, subscription_frames};
 use crate::glue::{
     self, accept_claims, admit, await_auth, connection_id, error_response, fan_out, load, now_ms,
-    now_rfc3339, refuse, save, send, send_str, storage_failed, sweep, wake_by, Outgoing, Target,
+    now_rfc3339, refuse, save, send, send_str, storage_failed, Outgoing, Target,
 };
-use crate::router::{CLAIMS_HEADER, HUB_HEADER, ROOM_BINDING};
+use crate::hub_store::{HubStore, SubKind};
+use crate::locks::KeyedLocks;
 
 type ApiResult<T> = std::result::Result<T, ApiError>;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS subs (conn TEXT NOT NULL, channel TEXT NOT NULL, filters TEXT NOT NULL,
-  PRIMARY KEY (conn, channel));
-CREATE TABLE IF NOT EXISTS topics (conn TEXT NOT NULL, channel TEXT NOT NULL, PRIMARY KEY (conn, channel));
-";
-
-/// Channel subscriptions and dialect topic subscriptions of this hub's sockets.
-#[derive(Default)]
-struct Index {
-    channels: Subscriptions,
-    topics: Subscriptions,
-}
-
-impl Index {
-    fn wanted(&self, channel: &str) -> bool {
-        !self.channels.subscribers(channel).is_empty()
-            || !self.topics.subscribers(channel).is_empty()
-    }
-}
-
-/// What a subscription in the middle of its attach has missed so far.
-#[derive(Default)]
-struct Pending {
-    events: Vec<Delivered>,
-    /// The newest topic list seen, with the `seq` it is current at.
-    list: Option<(u64, String)>,
-}
-
-/// Which subscription an attach is for: connection, channel, and whether it
-/// is a dialect topic.
-type PendingKey = (String, String, bool);
+/// Receiving sockets per channel, and the store version they were built at.
+type TargetCache = (u64, HashMap<String, Rc<Vec<Target>>>);
 
 #[durable_object]
 pub struct Hub {
     state: State,
     env: Env,
     config: Config,
-    sql: SqlStorage,
-    /// Loaded from storage after a wake.
-    index: RefCell<Option<Index>>,
+    store: HubStore,
     /// Open sockets by connection id; rebuilt from the attachments after a change.
     sockets: RefCell<Option<HashMap<String, (WebSocket, bool)>>>,
-    /// Receiving sockets per channel, rebuilt after any change, so the
-    /// delivery path neither looks up nor clones a socket per event.
-    targets: RefCell<HashMap<String, Rc<Vec<Target>>>>,
-    /// Events arriving for subscriptions whose room is still answering the
-    /// attach, so none falls between the snapshot and live delivery.
-    pending: RefCell<HashMap<PendingKey, Pending>>,
-    /// Handles one client message at a time, so a socket's messages are
-    /// answered in the order they came even across the awaits of an attach.
-    turn: Mutex<()>,
-}
-
-fn text(v: &str) -> SqlStorageValue {
-    SqlStorageValue::String(v.to_owned())
+    /// Receiving sockets per channel, for the store version they were built
+    /// at, so the delivery path neither looks up nor clones a socket per event.
+    targets: RefCell<TargetCache>,
+    /// One socket's messages run one at a time, in arrival order.
+    turns: KeyedLocks,
+    /// One channel's deliveries, attaches and detaches run one at a time.
+    channels: KeyedLocks,
+    /// Connections that closed while one of their messages was in flight, so
+    /// a subscribe that finishes later stores nothing for them.
+    closed: RefCell<HashSet<String>>,
 }
 
 impl DurableObject for Hub {
     fn new(state: State, env: Env) -> Self {
-        if let Ok(pair) =
-            worker::worker_sys::WebSocketRequestResponsePair::new(PING_REQUEST, PING_RESPONSE)
-        {
-            state.set_websocket_auto_response(&pair);
-        }
-        let sql = state.storage().sql();
-        if let Err(e) = sql.exec(SCHEMA, None) {
-            worker::console_error!("cannot open hub storage: {e}");
-        }
+        glue::set_ping_auto_response(&state);
+        let store = HubStore::open(state.storage().sql())
+            .unwrap_or_else(|e| panic!("cannot open hub storage: {e}"));
         let config = glue::config(&env);
         Hub {
             state,
             env,
             config,
-            sql,
-            index: RefCell::new(None),
+            store,
             sockets: RefCell::new(None),
-            targets: RefCell::new(HashMap::new()),
-            pending: RefCell::new(HashMap::new()),
-            turn: Mutex::new(()),
+            targets: RefCell::new((u64::MAX, HashMap::new())),
+            turns: KeyedLocks::default(),
+            channels: KeyedLocks::default(),
+            closed: RefCell::new(HashSet::new()),
         }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        match req.path().as_str() {
-            "/ws" => self.accept(req).await,
-            "/deliver" => self.deliver(req).await,
-            "/stats" => glue::json_response(self.stats_json(), 200),
-            _ => error_response(&ApiError::new(ErrorCode::NotFound, "unknown hub path")),
+        match HubRoute::parse(&req.path()) {
+            Some(HubRoute::Socket) => self.accept(req).await,
+            Some(HubRoute::Deliver) => self.deliver(req).await,
+            Some(HubRoute::Stats) => glue::json_response(self.stats_json(), 200),
+            None => error_response(&ApiError::new(ErrorCode::NotFound, "unknown hub path")),
         }
     }
 
@@ -136,22 +102,30 @@ impl DurableObject for Hub {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> Result<()> {
-        let _turn = self.turn.lock().await;
-        self.on_message(&ws, message).await;
+        let Some(session) = load::<HubSession>(&ws) else {
+            return glue::lost_state(&ws);
+        };
+        let id = session.conn.id;
+        {
+            let _turn = self.turns.lock(&id).await;
+            if !self.closed.borrow().contains(&id) {
+                self.on_message(&ws, message).await;
+            }
+        }
+        if !self.turns.is_busy(&id) {
+            self.closed.borrow_mut().remove(&id);
+        }
         Ok(())
     }
 
     async fn websocket_close(
         &self,
         ws: WebSocket,
-        _code: usize,
+        code: usize,
         _reason: String,
         _clean: bool,
     ) -> Result<()> {
-        let _ = ws.close(
-            Some(CloseCode::Normal.code()),
-            Some(CloseCode::Normal.reason()),
-        );
+        glue::answer_close(&ws, code);
         self.forget(&ws).await;
         Ok(())
     }
@@ -162,60 +136,13 @@ impl DurableObject for Hub {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        sweep::<HubSession>(&self.state, &self.config).await?;
+        let next = glue::sweep::<HubSession>(&self.state, &self.config);
+        glue::rearm(&self.state.storage(), next).await?;
         Response::ok("")
     }
 }
 
 impl Hub {
-    /// This hub's name, as the Worker addressed it (kept for after a wake).
-    fn name(&self) -> Option<String> {
-        #[derive(Deserialize)]
-        struct Row {
-            v: String,
-        }
-        let rows: Vec<Row> = self
-            .sql
-            .exec("SELECT v FROM meta WHERE k = 'name'", None)
-            .and_then(|c| c.to_array())
-            .ok()?;
-        rows.into_iter().next().map(|r| r.v)
-    }
-
-    fn with_index<T>(&self, f: impl FnOnce(&mut Index) -> T) -> T {
-        let mut slot = self.index.borrow_mut();
-        let index = slot.get_or_insert_with(|| self.load_index());
-        f(index)
-    }
-
-    fn load_index(&self) -> Index {
-        #[derive(Deserialize)]
-        struct Row {
-            conn: String,
-            channel: String,
-            #[serde(default)]
-            filters: Option<String>,
-        }
-        let rows = |q: &str| -> Vec<Row> {
-            self.sql
-                .exec(q, None)
-                .and_then(|c| c.to_array())
-                .unwrap_or_default()
-        };
-        let mut index = Index::default();
-        for r in rows("SELECT conn, channel, filters FROM subs") {
-            let filters = r
-                .filters
-                .and_then(|f| serde_json::from_str(&f).ok())
-                .unwrap_or_default();
-            index.channels.insert(&r.conn, &r.channel, filters);
-        }
-        for r in rows("SELECT conn, channel FROM topics") {
-            index.topics.insert(&r.conn, &r.channel, Filters::default());
-        }
-        index
-    }
-
     /// The open socket of a connection, and whether it takes batched frames.
     fn socket(&self, conn: &str) -> Option<(WebSocket, bool)> {
         let mut slot = self.sockets.borrow_mut();
@@ -229,20 +156,26 @@ impl Hub {
         map.get(conn).cloned()
     }
 
-    /// Forgets the socket and target caches after sockets or subscriptions changed.
+    /// Forgets the socket and target caches after sockets changed.
     fn invalidate(&self) {
         self.sockets.replace(None);
-        self.targets.borrow_mut().clear();
+        self.targets.borrow_mut().1.clear();
     }
 
     fn targets(&self, channel: &str) -> Rc<Vec<Target>> {
-        if let Some(t) = self.targets.borrow().get(channel) {
-            return Rc::clone(t);
+        let version = self.store.version();
+        {
+            let mut cache = self.targets.borrow_mut();
+            if cache.0 != version {
+                *cache = (version, HashMap::new());
+            }
+            if let Some(t) = cache.1.get(channel) {
+                return Rc::clone(t);
+            }
         }
-        let subscribers: Vec<(String, Filters)> =
-            self.with_index(|i| i.channels.subscribers(channel).to_vec());
         let list: Rc<Vec<Target>> = Rc::new(
-            subscribers
+            self.store
+                .channel_subscribers(channel)
                 .into_iter()
                 .filter_map(|(conn, filters)| {
                     self.socket(&conn)
@@ -252,23 +185,15 @@ impl Hub {
         );
         self.targets
             .borrow_mut()
+            .1
             .insert(channel.to_owned(), Rc::clone(&list));
         list
-    }
-
-    /// Whether anything here still needs `channel`'s events.
-    fn wants(&self, channel: &str) -> bool {
-        self.pending.borrow().keys().any(|(_, ch, _)| ch == channel)
-            || self.with_index(|i| i.wanted(channel))
     }
 
     async fn accept(&self, req: Request) -> Result<Response> {
         let headers = req.headers();
         if let Some(name) = headers.get(HUB_HEADER)? {
-            self.sql.exec(
-                "INSERT OR REPLACE INTO meta (k, v) VALUES ('name', ?)",
-                vec![text(&name)],
-            )?;
+            self.store.set_name(&name)?;
         }
         let claims: Option<Claims> = headers
             .get(CLAIMS_HEADER)?
@@ -302,9 +227,9 @@ impl Hub {
         if !accept_claims(ws, session, claims, via_url, &self.config) {
             return;
         }
-        wake_by(
+        glue::wake_by(
             &self.state.storage(),
-            session.conn.next_check_ms(&self.config),
+            session.conn.next_check_ms(None, &self.config),
         )
         .await;
         if first && session.dialect {
@@ -318,13 +243,13 @@ impl Hub {
     fn start_dialect(&self, ws: &WebSocket, session: &mut HubSession) {
         session.dialect = true;
         save(ws, session);
-        let heartbeat_ms = u64::from(self.config.heartbeat_timeout_s) * 1000 / 3;
+        let heartbeat_ms = u64::from(self.config.keepalive_s) * 1000;
         send_str(ws, &dialect::connection(&now_rfc3339(), heartbeat_ms));
     }
 
     async fn on_message(&self, ws: &WebSocket, message: WebSocketIncomingMessage) {
         let Some(mut session) = load::<HubSession>(ws) else {
-            let _ = ws.close(Some(1011), Some("lost connection state"));
+            glue::lost_state(ws).ok();
             return;
         };
         let now = now_ms();
@@ -341,11 +266,7 @@ impl Hub {
                 | ClientMessage::Topics { .. })
         );
         if needs_auth && !session.conn.is_authenticated() {
-            let err = ApiError::new(
-                ErrorCode::AuthFailed,
-                "authenticate first: send {\"type\":\"auth\",\"token\":…}",
-            );
-            send_str(ws, &err.frame(ErrorFrame::Error, &ts));
+            send_str(ws, &glue::not_authenticated().frame(ErrorFrame::Error, &ts));
             return;
         }
         match parsed {
@@ -365,17 +286,10 @@ impl Hub {
             Ok(ClientMessage::ActionPing) => {
                 send_str(ws, &dialect::pong(&ts));
             }
-            Ok(ClientMessage::Auth { token }) => {
-                match auth::verify(
-                    &token,
-                    &glue::jwt_secret(&self.env),
-                    now / 1000,
-                    i64::from(self.config.jwt_leeway_s),
-                ) {
-                    Ok(claims) => self.authenticate(ws, &mut session, &claims, false).await,
-                    Err(e) => refuse(ws, &e, ErrorFrame::AuthFailed, CloseCode::AuthFailed),
-                }
-            }
+            Ok(ClientMessage::Auth { token }) => match glue::verify(&self.env, &token, now) {
+                Ok(claims) => self.authenticate(ws, &mut session, &claims, false).await,
+                Err(e) => refuse(ws, Refusal::BadToken(e)),
+            },
             Ok(ClientMessage::Subscribe {
                 channel,
                 filters,
@@ -389,7 +303,7 @@ impl Hub {
                 }
             }
             Ok(ClientMessage::Unsubscribe { channel }) => {
-                self.drop_subscription(&session.conn.id, &channel, false)
+                self.drop_subscription(SubKind::Channel, &session.conn.id, &channel)
                     .await;
                 send_str(
                     ws,
@@ -418,15 +332,16 @@ impl Hub {
                 };
                 let (channels, _) = dialect::resolve(&topics, &identity.claims, &self.config);
                 for channel in channels {
-                    self.drop_subscription(&session.conn.id, channel, true)
+                    self.drop_subscription(SubKind::Topic, &session.conn.id, channel)
                         .await;
                 }
             }
         }
     }
 
-    /// Subscribes (or re-subscribes with new filters): registers with the room,
-    /// sends `subscribed` and the snapshot or replay, then what arrived meanwhile.
+    /// Subscribes (or re-subscribes with new filters): attaches to the room
+    /// with the channel's deliveries held, stores the subscription, then sends
+    /// `subscribed` and the snapshot or replay. Live events follow in order.
     async fn subscribe(
         &self,
         ws: &WebSocket,
@@ -439,56 +354,41 @@ impl Hub {
             .conn
             .identity
             .as_ref()
-            .ok_or_else(|| ApiError::new(ErrorCode::AuthFailed, "not authenticated"))?;
+            .ok_or_else(glue::not_authenticated)?;
         let conn = session.conn.id.as_str();
-        let (parsed, filters) = self.with_index(|i| {
-            check_subscribe(identity, &i.channels, conn, channel, filters, &self.config)
+        let (parsed, filters) = self.store.read_channels(|subs| {
+            check_subscribe(identity, subs, conn, channel, filters, &self.config)
         })?;
         let channel = parsed.name();
-        let key = (conn.to_owned(), channel.to_owned(), false);
-        // A repeat subscribe stops live delivery until its new state is sent,
-        // so no event reaches the socket twice.
-        self.with_index(|i| i.channels.remove(conn, channel));
-        self.invalidate();
-        self.pending
-            .borrow_mut()
-            .insert(key.clone(), Pending::default());
-        let attached = self.attach(channel, since, false).await;
-        let missed = self.pending.borrow_mut().remove(&key).unwrap_or_default();
-        let state = match attached {
+        let _held = self.channels.lock(channel).await;
+        // A repeat subscribe stops the old one first, so no event reaches the
+        // socket both live and in the new state.
+        self.store
+            .unsubscribe(SubKind::Channel, conn, channel)
+            .map_err(stored_failed)?;
+        let state = match self.attach(channel, since, false).await {
             Ok(s) => s,
             Err(e) => {
-                self.drop_subscription(conn, channel, false).await;
+                self.release(channel).await;
                 return Err(e);
             }
         };
+        if self.closed.borrow().contains(conn) {
+            self.release(channel).await;
+            return Ok(());
+        }
+        self.store
+            .subscribe(SubKind::Channel, conn, channel, filters.clone())
+            .map_err(stored_failed)?;
         for frame in subscription_frames(channel, &filters, &state, &now_rfc3339()) {
             send_str(ws, &frame);
         }
-        for ev in missed
-            .events
-            .iter()
-            .filter(|e| e.seq > state.head && e.passes(&filters))
-        {
-            send_str(ws, &ev.body);
-        }
-        let filters_json = to_json(&filters);
-        self.with_index(|i| i.channels.insert(conn, channel, filters));
-        self.invalidate();
-        self.sql
-            .exec(
-                "INSERT OR REPLACE INTO subs (conn, channel, filters) VALUES (?, ?, ?)",
-                vec![text(conn), text(channel), text(&filters_json)],
-            )
-            .map_err(storage_failed(
-                ErrorCode::SubscriptionFailed,
-                "the subscription could not be stored",
-            ))?;
         Ok(())
     }
 
     /// A dialect `subscribe`: adds the topics, then answers one `SNAPSHOT` of
-    /// every topic the socket has, followed by what changed meanwhile.
+    /// every topic the socket has. The channels' deliveries are held until the
+    /// `SNAPSHOT` is out, so no `UPDATE` can overtake it.
     async fn subscribe_topics(&self, ws: &WebSocket, session: &HubSession, topics: &[String]) {
         let Some(identity) = session.conn.identity.as_ref() else {
             return;
@@ -499,96 +399,61 @@ impl Hub {
         for e in errors {
             send_str(ws, &e.frame(ErrorFrame::Error, &ts));
         }
-        let mut channels: Vec<String> = self.with_index(|i| i.topics.channels_of(conn).to_vec());
+        let mut channels: Vec<String> = self.store.topics_of(conn);
         for ch in requested {
             if !channels.iter().any(|c| c == ch) {
                 channels.push(ch.to_owned());
             }
         }
-        // Live delivery pauses while the lists are fetched; what arrives
-        // meanwhile is buffered and sent after the SNAPSHOT.
+        channels.sort_unstable();
+        // Locks are taken in name order so two sockets never wait on each other.
+        let mut held = Vec::with_capacity(channels.len());
         for ch in &channels {
-            self.with_index(|i| i.topics.remove(conn, ch));
-            self.pending
-                .borrow_mut()
-                .insert((conn.to_owned(), ch.clone(), true), Pending::default());
+            held.push(self.channels.lock(ch).await);
         }
         let states = join_all(channels.iter().map(|ch| self.attach(ch, None, true))).await;
         let mut lists: Vec<(&str, String)> = Vec::new();
-        let mut follow_ups: Vec<String> = Vec::new();
         for (ch, state) in channels.iter().zip(states) {
-            let missed = self
-                .pending
-                .borrow_mut()
-                .remove(&(conn.to_owned(), ch.clone(), true))
-                .unwrap_or_default();
             let (Some(topic), Ok(state)) = (dialect::topic_of(ch), state) else {
-                send_str(
-                    ws,
-                    &ApiError::new(
-                        ErrorCode::SubscriptionFailed,
-                        format!("channel '{ch}' could not be reached"),
-                    )
-                    .frame(ErrorFrame::Error, &ts),
-                );
-                self.drop_subscription(conn, ch, true).await;
+                let err = ApiError::new(
+                    ErrorCode::InternalError,
+                    format!("topic channel '{ch}' could not be reached; subscribe again"),
+                )
+                .with("channel", ch.as_str());
+                send_str(ws, &err.frame(ErrorFrame::Error, &ts));
+                if let Err(e) = self.store.unsubscribe(SubKind::Topic, conn, ch) {
+                    worker::console_error!("cannot drop topic: {e}");
+                }
+                self.release(ch).await;
                 continue;
             };
+            if self.closed.borrow().contains(conn) {
+                self.release(ch).await;
+                continue;
+            }
+            if let Err(e) = self
+                .store
+                .subscribe(SubKind::Topic, conn, ch, Filters::default())
+            {
+                worker::console_error!("cannot store topic: {e}");
+            }
             lists.push((
                 topic,
                 dialect::list_from_bodies(state.events.iter().map(|e| e.body.as_str())),
             ));
-            for ev in missed
-                .events
-                .iter()
-                .filter(|e| e.seq > state.head && dialect::is_alert(&e.kind))
-            {
-                follow_ups.push(dialect::topic_frame(
-                    TopicFrame::Alert,
-                    topic,
-                    &dialect::data_of(&ev.body),
-                    &ts,
-                ));
-            }
-            if let Some((_, list)) = missed.list.filter(|(seq, _)| *seq > state.head) {
-                follow_ups.push(dialect::topic_frame(TopicFrame::Update, topic, &list, &ts));
-            }
-            self.with_index(|i| i.topics.insert(conn, ch, Filters::default()));
-            if let Err(e) = self.sql.exec(
-                "INSERT OR IGNORE INTO topics (conn, channel) VALUES (?, ?)",
-                vec![text(conn), text(ch)],
-            ) {
-                worker::console_error!("cannot store topic: {e}");
-            }
         }
         send_str(ws, &dialect::snapshot(&ts, &lists));
-        for frame in follow_ups {
-            send_str(ws, &frame);
-        }
+        drop(held);
     }
 
-    /// Removes one subscription (a channel, or a dialect topic) and
-    /// unregisters from the room when nothing here needs it any more.
-    async fn drop_subscription(&self, conn: &str, channel: &str, topic: bool) {
-        self.invalidate();
-        self.with_index(|i| {
-            if topic {
-                i.topics.remove(conn, channel)
-            } else {
-                i.channels.remove(conn, channel)
-            }
-        });
-        let q = if topic {
-            "DELETE FROM topics WHERE conn = ? AND channel = ?"
-        } else {
-            "DELETE FROM subs WHERE conn = ? AND channel = ?"
-        };
-        if let Err(e) = self.sql.exec(q, vec![text(conn), text(channel)]) {
+    /// Removes one subscription and unregisters from the room when nothing
+    /// here needs the channel any more.
+    async fn drop_subscription(&self, kind: SubKind, conn: &str, channel: &str) {
+        let _held = self.channels.lock(channel).await;
+        if let Err(e) = self.store.unsubscribe(kind, conn, channel) {
             worker::console_error!("cannot delete subscription: {e}");
         }
-        if !self.wants(channel) {
-            self.detach(channel).await;
-        }
+        self.release(channel).await;
     }
 
     /// A socket closed: its subscriptions go, and rooms left without a
@@ -599,106 +464,207 @@ impl Hub {
             return;
         };
         let conn = session.conn.id;
-        let mut emptied = self.with_index(|i| {
-            let mut e = i.channels.remove_conn(&conn);
-            e.extend(i.topics.remove_conn(&conn));
-            e
-        });
-        emptied.sort_unstable();
-        emptied.dedup();
-        for q in [
-            "DELETE FROM subs WHERE conn = ?",
-            "DELETE FROM topics WHERE conn = ?",
-        ] {
-            if let Err(e) = self.sql.exec(q, vec![text(&conn)]) {
-                worker::console_error!("cannot delete subscriptions: {e}");
-            }
+        if self.turns.is_busy(&conn) {
+            self.closed.borrow_mut().insert(conn.clone());
         }
-        for channel in emptied {
-            if !self.wants(&channel) {
-                self.detach(&channel).await;
+        let channels = match self.store.remove_conn(&conn) {
+            Ok(c) => c,
+            Err(e) => {
+                worker::console_error!("cannot delete subscriptions: {e}");
+                return;
             }
+        };
+        for channel in channels {
+            let _held = self.channels.lock(&channel).await;
+            self.release(&channel).await;
         }
     }
 
-    async fn room_call(
+    /// With the channel's lock held: detaches from the room when no socket
+    /// here subscribes to `channel` any more.
+    async fn release(&self, channel: &str) {
+        if self.store.wants(channel) {
+            return;
+        }
+        if let Err(e) = self.store.clear_applied(channel) {
+            worker::console_error!("cannot clear cursor of {channel}: {e}");
+        }
+        let Some(hub) = self.store.name() else { return };
+        if let Err(e) = self
+            .room_text(RoomRoute::Detach, channel, to_json(&DetachRequest { hub }))
+            .await
+        {
+            worker::console_error!("detach from {channel} failed: {}", e.message);
+        }
+    }
+
+    /// A typed call to a channel's room; any failure is `INTERNAL_ERROR`.
+    async fn room_call<T: serde::de::DeserializeOwned>(
         &self,
-        path: &str,
+        route: RoomRoute,
         channel: &str,
-        since: Option<u64>,
-        dialect: bool,
-    ) -> ApiResult<String> {
+        body: String,
+    ) -> ApiResult<T> {
+        let text = self.room_text(route, channel, body).await?;
+        serde_json::from_str(&text).map_err(|_| ApiError::internal("malformed room answer"))
+    }
+
+    /// A call to a channel's room answering its body.
+    async fn room_text(&self, route: RoomRoute, channel: &str, body: String) -> ApiResult<String> {
         let unreachable = |e: worker::Error| {
-            worker::console_error!("room call {path} for {channel} failed: {e}");
+            worker::console_error!("room call {} for {channel} failed: {e}", route.path());
             ApiError::new(
-                ErrorCode::SubscriptionFailed,
+                ErrorCode::InternalError,
                 format!("channel '{channel}' could not be reached; try again"),
             )
+            .with("channel", channel)
         };
-        let hub = self
-            .name()
-            .ok_or_else(|| ApiError::internal("hub has no name"))?;
-        let body = to_json(&AttachRequest {
-            hub,
-            since,
-            dialect,
-        });
-        let req = glue::internal_request(&format!("https://room{path}"), Some(channel), Some(body))
-            .map_err(unreachable)?;
+        let req =
+            glue::internal_request(&route.url(), Some(channel), Some(body)).map_err(unreachable)?;
         let stub = self
             .env
             .durable_object(ROOM_BINDING)
             .and_then(|ns| ns.get_by_name(channel))
             .map_err(unreachable)?;
         let mut resp = stub.fetch_with_request(req).await.map_err(unreachable)?;
-        let body = resp.text().await.map_err(unreachable)?;
+        let text = resp.text().await.map_err(unreachable)?;
         if resp.status_code() != 200 {
+            worker::console_error!(
+                "room call {} for {channel} answered {}",
+                route.path(),
+                resp.status_code()
+            );
             return Err(ApiError::new(
-                ErrorCode::SubscriptionFailed,
-                format!("channel '{channel}' refused the subscription"),
-            ));
+                ErrorCode::InternalError,
+                format!("channel '{channel}' could not serve the subscription; try again"),
+            )
+            .with("channel", channel));
         }
-        Ok(body)
+        Ok(text)
     }
 
+    /// With the channel's lock held: registers with the room and gets a new
+    /// subscriber's starting state. When this hub already receives the
+    /// channel, the answer also carries what it has not applied yet; that goes
+    /// to the existing subscribers first, so the cursor stands at the head the
+    /// new subscriber starts from.
     async fn attach(
         &self,
         channel: &str,
         since: Option<u64>,
         dialect: bool,
     ) -> ApiResult<AttachResponse> {
-        let body = self.room_call("/attach", channel, since, dialect).await?;
-        serde_json::from_str(&body).map_err(|_| ApiError::internal("malformed attach answer"))
-    }
-
-    async fn detach(&self, channel: &str) {
-        if let Err(e) = self.room_call("/detach", channel, None, false).await {
-            worker::console_error!("detach from {channel} failed: {e}");
+        let hub = self
+            .store
+            .name()
+            .ok_or_else(|| ApiError::internal("hub has no name"))?;
+        let applied = self.store.applied(channel);
+        let request = AttachRequest {
+            hub,
+            since,
+            dialect,
+            applied,
+        };
+        let state: AttachResponse = self
+            .room_call(RoomRoute::Attach, channel, to_json(&request))
+            .await?;
+        if let Some(after) = applied.filter(|a| *a < state.head) {
+            let (got, lost) = gap::repaired(&state.catch_up, after, state.head);
+            if lost > 0 {
+                worker::console_error!(
+                    "{lost} events of {channel} left history before hub caught up"
+                );
+            }
+            let list = (dialect && since.is_none())
+                .then(|| dialect::list_from_bodies(state.events.iter().map(|e| e.body.as_str())));
+            self.apply(channel, got, list.as_deref());
         }
+        self.store
+            .set_applied(channel, state.head)
+            .map_err(stored_failed)?;
+        Ok(state)
     }
 
-    /// Events from a room: each is sent once per matching socket; dialect
-    /// sockets get `ALERT`s and one `UPDATE` with the list; subscriptions whose
-    /// attach is in flight buffer them.
+    /// Events from a room, applied through the channel's cursor: a gap is
+    /// filled from the room's history first, and events applied before are
+    /// skipped. Answers 503 when a gap cannot be filled now; the room repeats.
     async fn deliver(&self, mut req: Request) -> Result<Response> {
         let batch: DeliverRequest = match req.json().await {
             Ok(b) => b,
             Err(_) => return error_response(&ApiError::internal("malformed delivery")),
         };
-        let topic_targets: Vec<String> = self.with_index(|i| {
-            i.topics
-                .subscribers(&batch.channel)
-                .iter()
-                .map(|(c, _)| c.clone())
-                .collect()
+        let channel = batch.channel.as_str();
+        let _held = self.channels.lock(channel).await;
+        let mut delivered = vec![0u64; batch.events.len()];
+        let Some(mut applied) = self.store.applied(channel) else {
+            return glue::ok_json(&DeliverResponse {
+                delivered,
+                registered: self.store.wants(channel),
+            });
+        };
+        loop {
+            match gap::plan(applied, &batch.events, batch.head) {
+                Step::Repair { after, through } => {
+                    let Ok(replay) = self.replay(channel, after, through).await else {
+                        return error_response(&ApiError::new(
+                            ErrorCode::Overloaded,
+                            "gap repair failed; deliver again",
+                        ));
+                    };
+                    let (got, lost) = gap::repaired(&replay.events, after, through);
+                    if lost > 0 {
+                        worker::console_error!(
+                            "{lost} events of {channel} left history before hub caught up"
+                        );
+                    }
+                    self.apply(channel, got, replay.list.as_deref());
+                    applied = through;
+                }
+                Step::Apply(events) => {
+                    let offset = batch.events.len() - events.len();
+                    let counts = self.apply(channel, events, batch.list.as_deref());
+                    for (slot, n) in delivered[offset..].iter_mut().zip(counts) {
+                        *slot = n;
+                    }
+                    if let Some(last) = events.last() {
+                        applied = last.seq;
+                    }
+                    break;
+                }
+            }
+        }
+        if let Err(e) = self.store.set_applied(channel, applied) {
+            worker::console_error!("cannot store cursor of {channel}: {e}");
+        }
+        glue::ok_json(&DeliverResponse {
+            delivered,
+            registered: self.store.wants(channel),
+        })
+    }
+
+    /// Fetches the retained events of a gap from the room.
+    async fn replay(&self, channel: &str, after: u64, through: u64) -> ApiResult<ReplayResponse> {
+        let dialect = !self.store.topic_subscribers(channel).is_empty();
+        let body = to_json(&ReplayRequest {
+            after,
+            through,
+            dialect,
         });
-        let merged: Vec<Value> = batch
-            .events
+        self.room_call(RoomRoute::Replay, channel, body).await
+    }
+
+    /// Sends events (in `seq` order, past the cursor) to this hub's
+    /// subscribers: each once per matching socket, and for dialect sockets
+    /// `ALERT`s and one `UPDATE` with the list. Returns sockets reached per event.
+    fn apply(&self, channel: &str, events: &[Delivered], list: Option<&str>) -> Vec<u64> {
+        if events.is_empty() {
+            return Vec::new();
+        }
+        let merged: Vec<Value> = events
             .iter()
             .map(|e| serde_json::from_str(&e.merged).unwrap_or(Value::Null))
             .collect();
-        let outgoing: Vec<Outgoing<'_>> = batch
-            .events
+        let outgoing: Vec<Outgoing<'_>> = events
             .iter()
             .zip(&merged)
             .map(|(e, merged)| Outgoing {
@@ -707,54 +673,41 @@ impl Hub {
                 body: &e.body,
             })
             .collect();
-        let mut delivered = fan_out(&self.targets(&batch.channel), &outgoing, &now_rfc3339());
-        if let Some(topic) = dialect::topic_of(&batch.channel).filter(|_| !topic_targets.is_empty())
-        {
-            let ts = now_rfc3339();
-            let mut frames: Vec<JsValue> = batch
-                .events
-                .iter()
-                .filter(|e| dialect::is_alert(&e.kind))
-                .map(|e| {
-                    JsValue::from_str(&dialect::topic_frame(
-                        TopicFrame::Alert,
-                        topic,
-                        &dialect::data_of(&e.body),
-                        &ts,
-                    ))
-                })
-                .collect();
-            if let Some(list) = &batch.list {
-                frames.push(JsValue::from_str(&dialect::topic_frame(
-                    TopicFrame::Update,
+        let mut delivered = fan_out(&self.targets(channel), &outgoing, &now_rfc3339());
+        let topic_targets = self.store.topic_subscribers(channel);
+        let Some(topic) = dialect::topic_of(channel).filter(|_| !topic_targets.is_empty()) else {
+            return delivered;
+        };
+        let ts = now_rfc3339();
+        let mut frames: Vec<JsValue> = events
+            .iter()
+            .filter(|e| dialect::is_alert(&e.kind))
+            .map(|e| {
+                JsValue::from_str(&dialect::topic_frame(
+                    TopicFrame::Alert,
                     topic,
-                    list,
+                    &dialect::data_of(&e.body),
                     &ts,
-                )));
-            }
-            let reached = topic_targets
-                .iter()
-                .filter_map(|conn| self.socket(conn))
-                .filter(|(ws, _)| frames.iter().all(|f| send(ws, f)))
-                .count() as u64;
-            for d in &mut delivered {
-                *d += reached;
-            }
+                ))
+            })
+            .collect();
+        if let Some(list) = list {
+            frames.push(JsValue::from_str(&dialect::topic_frame(
+                TopicFrame::Update,
+                topic,
+                list,
+                &ts,
+            )));
         }
-        let last_seq = batch.events.last().map_or(0, |e| e.seq);
-        for ((_, channel, _), missed) in self.pending.borrow_mut().iter_mut() {
-            if *channel == batch.channel {
-                missed.events.extend(batch.events.iter().cloned());
-                if let Some(list) = &batch.list {
-                    missed.list = Some((last_seq, list.clone()));
-                }
-            }
+        let reached = topic_targets
+            .iter()
+            .filter_map(|conn| self.socket(conn))
+            .filter(|(ws, _)| frames.iter().all(|f| send(ws, f)))
+            .count() as u64;
+        for d in &mut delivered {
+            *d += reached;
         }
-        let registered = self.wants(&batch.channel);
-        glue::ok_json(&DeliverResponse {
-            delivered,
-            registered,
-        })
+        delivered
     }
 
     fn stats_json(&self) -> String {
@@ -763,16 +716,17 @@ impl Hub {
             connections: usize,
             channels: HashMap<String, usize>,
         }
-        let channels = self.with_index(|i| {
-            let mut counts: HashMap<String, usize> = HashMap::new();
-            for (c, n) in i.channels.counts().chain(i.topics.counts()) {
-                *counts.entry(c.to_owned()).or_default() += n;
-            }
-            counts
-        });
         to_json(&Body {
             connections: self.state.get_websockets().len(),
-            channels,
+            channels: self.store.counts(),
         })
     }
+}
+
+/// A subscription that could not be written.
+fn stored_failed(e: worker::Error) -> ApiError {
+    storage_failed(
+        ErrorCode::InternalError,
+        "the subscription could not be stored",
+    )(e)
 }

@@ -2,19 +2,33 @@
 //! sequence head, the retained events (history), event ids for idempotency, and
 //! the snapshot (latest event per key).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use serde::Deserialize;
 use worker::{Result, SqlStorage, SqlStorageValue};
 
 use crate::core::config::Config;
+use crate::core::internal::Delivered;
+use crate::core::publish::{Appended, EventLog};
 use crate::core::snapshot::SnapshotOp;
-use crate::core::subscriptions::Delivered;
 
 /// The SQLite tables of one ChannelRoom.
 pub struct RoomStore {
     sql: SqlStorage,
     head: Cell<Option<u64>>,
+    /// The hub registry, read on every publish; loaded once, kept in step
+    /// with its table by the methods below.
+    hubs: RefCell<Option<Vec<HubLink>>>,
+}
+
+/// A hub registered for this channel.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HubLink {
+    pub name: String,
+    /// It has `001_…` dialect subscribers, who need each event's topic list.
+    pub dialect: bool,
+    /// A push to it failed: it is nudged by the alarm until one succeeds.
+    pub lagging: bool,
 }
 
 const SCHEMA: &str = "
@@ -24,7 +38,9 @@ CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, received_ms INTEGER 
 CREATE INDEX IF NOT EXISTS events_received ON events(received_ms);
 CREATE TABLE IF NOT EXISTS ids (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, received_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS ids_received ON ids(received_ms);
-CREATE TABLE IF NOT EXISTS hubs (name TEXT PRIMARY KEY, dialect INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS about (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS hub_links (name TEXT PRIMARY KEY, dialect INTEGER NOT NULL DEFAULT 0,
+  attached_ms INTEGER NOT NULL DEFAULT 0, lagging INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS snapshot (k TEXT PRIMARY KEY, seq INTEGER NOT NULL, type TEXT NOT NULL,
   body TEXT NOT NULL, merged TEXT NOT NULL, expires_ms INTEGER);
 ";
@@ -51,109 +67,8 @@ impl RoomStore {
         Ok(RoomStore {
             sql,
             head: Cell::new(None),
+            hubs: RefCell::new(None),
         })
-    }
-
-    /// The last assigned `seq` (0 before the first event).
-    pub fn head(&self) -> Result<u64> {
-        if let Some(h) = self.head.get() {
-            return Ok(h);
-        }
-        #[derive(Deserialize)]
-        struct Row {
-            v: u64,
-        }
-        let rows: Vec<Row> = self
-            .sql
-            .exec("SELECT v FROM meta WHERE k = 'head'", None)?
-            .to_array()?;
-        let h = rows.first().map_or(0, |r| r.v);
-        self.head.set(Some(h));
-        Ok(h)
-    }
-
-    /// The `seq` of an event published with `id` and still remembered.
-    pub fn seq_of_id(&self, id: &str) -> Result<Option<u64>> {
-        #[derive(Deserialize)]
-        struct Row {
-            seq: u64,
-        }
-        let rows: Vec<Row> = self
-            .sql
-            .exec("SELECT seq FROM ids WHERE id = ?", vec![text(id)])?
-            .to_array()?;
-        Ok(rows.first().map(|r| r.seq))
-    }
-
-    /// The merged data last stored for a snapshot key.
-    pub fn merged_of(&self, key: &str) -> Result<Option<String>> {
-        #[derive(Deserialize)]
-        struct Row {
-            merged: String,
-        }
-        let rows: Vec<Row> = self
-            .sql
-            .exec("SELECT merged FROM snapshot WHERE k = ?", vec![text(key)])?
-            .to_array()?;
-        Ok(rows.into_iter().next().map(|r| r.merged))
-    }
-
-    /// Stores an accepted event under `seq` (which must be `head + 1`), its id,
-    /// and its effect on the snapshot. All writes of one event land together.
-    #[allow(clippy::too_many_arguments)]
-    pub fn append(
-        &self,
-        seq: u64,
-        id: Option<&str>,
-        kind: &str,
-        body: &str,
-        merged: &str,
-        op: &SnapshotOp,
-        received_ms: i64,
-    ) -> Result<()> {
-        let s = seq as i64;
-        self.sql.exec(
-            "INSERT INTO events (seq, received_ms, type, body, merged) VALUES (?, ?, ?, ?, ?)",
-            vec![
-                int(s),
-                int(received_ms),
-                text(kind),
-                text(body),
-                text(merged),
-            ],
-        )?;
-        if let Some(id) = id {
-            self.sql.exec(
-                "INSERT OR REPLACE INTO ids (id, seq, received_ms) VALUES (?, ?, ?)",
-                vec![text(id), int(s), int(received_ms)],
-            )?;
-        }
-        match op {
-            SnapshotOp::Skip => {}
-            SnapshotOp::Upsert { key, expires_ms } => {
-                self.sql.exec(
-                    "INSERT OR REPLACE INTO snapshot (k, seq, type, body, merged, expires_ms) VALUES (?, ?, ?, ?, ?, ?)",
-                    vec![
-                        text(key),
-                        int(s),
-                        text(kind),
-                        text(body),
-                        text(merged),
-                        expires_ms.map_or(SqlStorageValue::Null, int),
-                    ],
-                )?;
-            }
-            SnapshotOp::Remove { key } => {
-                self.sql
-                    .exec("DELETE FROM snapshot WHERE k = ?", vec![text(key)])?;
-            }
-        }
-        self.sql.exec(
-            "INSERT OR REPLACE INTO meta (k, v) VALUES ('head', ?)",
-            vec![int(s)],
-        )?;
-        self.head.set(Some(seq));
-        Ok(())
     }
 
     /// The oldest retained `seq`, `None` when history is empty.
@@ -193,36 +108,93 @@ impl RoomStore {
             .to_array()
     }
 
-    /// The hubs registered for this channel, and whether any of them has
-    /// `001_…` dialect subscribers (who need each event's topic list).
-    pub fn hubs(&self) -> Result<(Vec<String>, bool)> {
+    /// The hubs registered for this channel.
+    pub fn hubs(&self) -> Result<Vec<HubLink>> {
+        if let Some(h) = self.hubs.borrow().as_ref() {
+            return Ok(h.clone());
+        }
         #[derive(Deserialize)]
         struct Row {
             name: String,
             dialect: i64,
+            lagging: i64,
         }
         let rows: Vec<Row> = self
             .sql
-            .exec("SELECT name, dialect FROM hubs ORDER BY name", None)?
+            .exec(
+                "SELECT name, dialect, lagging FROM hub_links ORDER BY name",
+                None,
+            )?
             .to_array()?;
-        let dialect = rows.iter().any(|r| r.dialect != 0);
-        Ok((rows.into_iter().map(|r| r.name).collect(), dialect))
+        let links: Vec<HubLink> = rows
+            .into_iter()
+            .map(|r| HubLink {
+                name: r.name,
+                dialect: r.dialect != 0,
+                lagging: r.lagging != 0,
+            })
+            .collect();
+        self.hubs.replace(Some(links.clone()));
+        Ok(links)
     }
 
-    /// Registers a hub; once it asked for topic lists it keeps getting them
-    /// until it unregisters.
-    pub fn register_hub(&self, name: &str, dialect: bool) -> Result<()> {
+    /// Registers a hub at `now_ms` (the attach brings it up to date, so it
+    /// is no longer lagging); once it asked for topic lists it keeps getting
+    /// them until it unregisters.
+    pub fn register_hub(&self, name: &str, dialect: bool, now_ms: i64) -> Result<()> {
         self.sql.exec(
-            "INSERT INTO hubs (name, dialect) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET dialect = MAX(dialect, excluded.dialect)",
-            vec![text(name), int(i64::from(dialect))],
+            "INSERT INTO hub_links (name, dialect, attached_ms) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET dialect = MAX(dialect, excluded.dialect), attached_ms = excluded.attached_ms, lagging = 0",
+            vec![text(name), int(i64::from(dialect)), int(now_ms)],
+        )?;
+        self.hubs.replace(None);
+        Ok(())
+    }
+
+    /// Forgets a hub. With `attached_before`, only if it has not attached
+    /// again since then: a "no subscribers" answer to a push that left before
+    /// the hub's latest attach is stale.
+    pub fn unregister_hub(&self, name: &str, attached_before: Option<i64>) -> Result<()> {
+        self.sql.exec(
+            "DELETE FROM hub_links WHERE name = ? AND attached_ms < ?",
+            vec![text(name), int(attached_before.unwrap_or(i64::MAX))],
+        )?;
+        self.hubs.replace(None);
+        Ok(())
+    }
+
+    /// The channel this room serves, once it was remembered.
+    pub fn channel(&self) -> Result<Option<String>> {
+        #[derive(Deserialize)]
+        struct Row {
+            v: String,
+        }
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT v FROM about WHERE k = 'channel'", None)?
+            .to_array()?;
+        Ok(rows.into_iter().next().map(|r| r.v))
+    }
+
+    /// Remembers the channel this room serves (for work an alarm does).
+    pub fn set_channel(&self, name: &str) -> Result<()> {
+        self.sql.exec(
+            "INSERT OR REPLACE INTO about (k, v) VALUES ('channel', ?)",
+            vec![text(name)],
         )?;
         Ok(())
     }
 
-    /// Forgets a hub.
-    pub fn unregister_hub(&self, name: &str) -> Result<()> {
-        self.sql
-            .exec("DELETE FROM hubs WHERE name = ?", vec![text(name)])?;
+    /// Marks whether the last push to a hub failed.
+    pub fn set_lagging(&self, name: &str, lagging: bool) -> Result<()> {
+        self.sql.exec(
+            "UPDATE hub_links SET lagging = ? WHERE name = ?",
+            vec![int(i64::from(lagging)), text(name)],
+        )?;
+        if let Some(links) = self.hubs.borrow_mut().as_mut() {
+            for l in links.iter_mut().filter(|l| l.name == name) {
+                l.lagging = lagging;
+            }
+        }
         Ok(())
     }
 
@@ -243,6 +215,97 @@ impl RoomStore {
             "DELETE FROM ids WHERE received_ms < ? AND seq < (SELECT COALESCE(MIN(seq), 0) FROM events)",
             vec![int(id_cutoff)],
         )?;
+        Ok(())
+    }
+}
+
+impl EventLog for RoomStore {
+    type Error = worker::Error;
+
+    fn head(&self) -> Result<u64> {
+        if let Some(h) = self.head.get() {
+            return Ok(h);
+        }
+        #[derive(Deserialize)]
+        struct Row {
+            v: u64,
+        }
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT v FROM meta WHERE k = 'head'", None)?
+            .to_array()?;
+        let h = rows.first().map_or(0, |r| r.v);
+        self.head.set(Some(h));
+        Ok(h)
+    }
+
+    fn seq_of_id(&self, id: &str) -> Result<Option<u64>> {
+        #[derive(Deserialize)]
+        struct Row {
+            seq: u64,
+        }
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT seq FROM ids WHERE id = ?", vec![text(id)])?
+            .to_array()?;
+        Ok(rows.first().map(|r| r.seq))
+    }
+
+    fn merged_of(&self, key: &str) -> Result<Option<String>> {
+        #[derive(Deserialize)]
+        struct Row {
+            merged: String,
+        }
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT merged FROM snapshot WHERE k = ?", vec![text(key)])?
+            .to_array()?;
+        Ok(rows.into_iter().next().map(|r| r.merged))
+    }
+
+    fn append(&self, e: &Appended<'_>) -> Result<()> {
+        let s = e.seq as i64;
+        self.sql.exec(
+            "INSERT INTO events (seq, received_ms, type, body, merged) VALUES (?, ?, ?, ?, ?)",
+            vec![
+                int(s),
+                int(e.received_ms),
+                text(e.kind),
+                text(e.body),
+                text(e.merged),
+            ],
+        )?;
+        if let Some(id) = e.id {
+            self.sql.exec(
+                "INSERT OR REPLACE INTO ids (id, seq, received_ms) VALUES (?, ?, ?)",
+                vec![text(id), int(s), int(e.received_ms)],
+            )?;
+        }
+        match e.op {
+            SnapshotOp::Skip => {}
+            SnapshotOp::Upsert { key, expires_ms } => {
+                self.sql.exec(
+                    "INSERT OR REPLACE INTO snapshot (k, seq, type, body, merged, expires_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                    vec![
+                        text(key),
+                        int(s),
+                        text(e.kind),
+                        text(e.body),
+                        text(e.merged),
+                        expires_ms.map_or(SqlStorageValue::Null, int),
+                    ],
+                )?;
+            }
+            SnapshotOp::Remove { key } => {
+                self.sql
+                    .exec("DELETE FROM snapshot WHERE k = ?", vec![text(key)])?;
+            }
+        }
+        self.sql.exec(
+            "INSERT OR REPLACE INTO meta (k, v) VALUES ('head', ?)",
+            vec![int(s)],
+        )?;
+        self.head.set(Some(e.seq));
         Ok(())
     }
 }

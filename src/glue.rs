@@ -12,17 +12,19 @@ use worker::{
     Url, WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
-use crate::core::auth::Claims;
+use crate::core::auth::{self, Claims};
 use crate::core::config::Config;
-use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
+use crate::core::error::{to_json, ApiError, ErrorCode};
 use crate::core::filter::Filters;
 use crate::core::history::HistoryQuery;
+use crate::core::internal::CHANNEL_HEADER;
 use crate::core::protocol::{
     batch_frame, AuthSuccess, ClientMessage, RateLimitInfo, ServerMessage, MAX_FRAME_BYTES,
+    PING_REQUEST, PING_RESPONSE,
 };
+use crate::core::refusal::Refusal;
 use crate::core::session::{Conn, Deadline, HasConn, MAX_ATTACHMENT_BYTES};
 use crate::core::time::rfc3339_ms;
-use crate::router::CHANNEL_HEADER;
 
 /// Milliseconds since the epoch, from the runtime's clock.
 pub fn now_ms() -> i64 {
@@ -48,6 +50,45 @@ pub fn jwt_secret(env: &Env) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Verifies a client's token at `now_ms` with the configured keys and leeway.
+pub fn verify(env: &Env, token: &str, now_ms: i64) -> std::result::Result<Claims, ApiError> {
+    let leeway = i64::from(config(env).jwt_leeway_s);
+    auth::verify(token, &jwt_secret(env), now_ms / 1000, leeway)
+}
+
+/// The error for a message that needs an authenticated socket.
+pub fn not_authenticated() -> ApiError {
+    ApiError::new(
+        ErrorCode::AuthFailed,
+        "authenticate first: send {\"type\":\"auth\",\"token\":…}",
+    )
+}
+
+/// Lets the runtime answer the exact ping without waking the object.
+pub fn set_ping_auto_response(state: &State) {
+    if let Ok(pair) =
+        worker::worker_sys::WebSocketRequestResponsePair::new(PING_REQUEST, PING_RESPONSE)
+    {
+        state.set_websocket_auto_response(&pair);
+    }
+}
+
+/// A socket whose attachment cannot be read: told so and closed.
+pub fn lost_state(ws: &WebSocket) -> Result<()> {
+    refuse(ws, Refusal::LostState);
+    Ok(())
+}
+
+/// Answers a client's close frame with the same code (1000 for codes a
+/// server may not send back), which completes the closing handshake.
+pub fn answer_close(ws: &WebSocket, code: usize) {
+    let code = match code {
+        1000..=1003 | 1007..=1014 | 3000..=4999 => code as u16,
+        _ => 1000,
+    };
+    let _ = ws.close(Some(code), Some("closed"));
+}
+
 /// A JSON response with `status`.
 pub fn json_response(body: String, status: u16) -> Result<Response> {
     let headers = Headers::new();
@@ -57,9 +98,17 @@ pub fn json_response(body: String, status: u16) -> Result<Response> {
         .with_headers(headers))
 }
 
-/// The HTTP form of an error: its status and `{"error": {...}}`.
+/// The HTTP form of an error: its status and `{"error": {...}}`, with
+/// `Retry-After` when the error names a retry delay.
 pub fn error_response(err: &ApiError) -> Result<Response> {
-    json_response(err.http_body(), err.http_status())
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    if let Some(s) = err.retry_after_s() {
+        headers.set("retry-after", &s.max(1).to_string())?;
+    }
+    Ok(Response::ok(err.http_body())?
+        .with_status(err.http_status())
+        .with_headers(headers))
 }
 
 /// Serializes and answers 200.
@@ -90,18 +139,22 @@ pub fn send_str(ws: &WebSocket, frame: &str) -> bool {
     send(ws, &JsValue::from_str(frame))
 }
 
-/// Sends an error frame and closes with `close`; both may fail on a dead socket.
-pub fn refuse(ws: &WebSocket, err: &ApiError, kind: ErrorFrame, close: CloseCode) {
-    send_str(ws, &err.frame(kind, &now_rfc3339()));
+/// Ends a socket as `refusal` says: its reason frame, then its close code.
+/// Both may fail on a dead socket.
+pub fn refuse(ws: &WebSocket, refusal: Refusal) {
+    if let Some((kind, err)) = refusal.error() {
+        send_str(ws, &err.frame(kind, &now_rfc3339()));
+    }
+    let close = refusal.close();
     let _ = ws.close(Some(close.code()), Some(close.reason()));
 }
 
 /// Refuses an upgrade in-band: a browser cannot read the HTTP status of a failed
 /// upgrade, so the socket is accepted, told why, and closed.
-pub fn refuse_upgrade(err: &ApiError, kind: ErrorFrame, close: CloseCode) -> Result<Response> {
+pub fn refuse_upgrade(refusal: Refusal) -> Result<Response> {
     let pair = WebSocketPair::new()?;
     pair.server.accept()?;
-    refuse(&pair.server, err, kind, close);
+    refuse(&pair.server, refusal);
     Response::from_websocket(pair.client)
 }
 
@@ -140,7 +193,7 @@ pub async fn wake_by(storage: &Storage, deadline: i64) {
 }
 
 /// Sets the alarm to `next` (the earliest deadline left), if any.
-async fn rearm(storage: &Storage, next: Option<i64>) -> Result<()> {
+pub async fn rearm(storage: &Storage, next: Option<i64>) -> Result<()> {
     if let Some(t) = next {
         storage.set_alarm(at(t)).await?;
     }
@@ -166,22 +219,22 @@ fn last_pong_ms(state: &State, ws: &WebSocket) -> Option<i64> {
         .map(|d| d.get_time() as i64)
 }
 
-/// An alarm's sweep over every socket of the object (attachments of type `S`):
-/// enforces each deadline and sets the alarm to the earliest one left.
-pub async fn sweep<S: HasConn + serde::de::DeserializeOwned>(
+/// An alarm's sweep over every socket of the object (attachments of type
+/// `S`): enforces each deadline, sends the keep-alives that are due, and
+/// returns the earliest time to look again.
+pub fn sweep<S: HasConn + serde::Serialize + serde::de::DeserializeOwned>(
     state: &State,
     config: &Config,
-) -> Result<()> {
+) -> Option<i64> {
     let now = now_ms();
-    let next = state
+    state
         .get_websockets()
         .iter()
         .filter_map(|ws| {
             let session: S = load(ws)?;
-            enforce_deadline(state, ws, session.conn(), now, config)
+            enforce_deadline(state, ws, session, now, config)
         })
-        .min();
-    rearm(&state.storage(), next).await
+        .min()
 }
 
 /// A socket that came without a token: `rate_limit_info` now, and an alarm by
@@ -194,46 +247,38 @@ pub async fn await_auth<S: HasConn + serde::Serialize>(
 ) {
     send_str(ws, &rate_limit_info(config));
     save(ws, session);
-    wake_by(&state.storage(), session.conn().next_check_ms(config)).await;
+    wake_by(&state.storage(), session.conn().next_check_ms(None, config)).await;
 }
 
 /// An alarm's pass over one socket: closes it when its auth timed out, its
-/// token expired or it went silent, and returns when to look again.
-fn enforce_deadline(
+/// token expired or its heartbeat stopped, sends a keep-alive when one is
+/// due, and returns when to look again.
+fn enforce_deadline<S: HasConn + serde::Serialize>(
     state: &State,
     ws: &WebSocket,
-    conn: &Conn,
+    mut session: S,
     now_ms: i64,
     config: &Config,
 ) -> Option<i64> {
-    match conn.check(now_ms, last_pong_ms(state, ws), config) {
+    let pong = last_pong_ms(state, ws);
+    match session.conn().check(now_ms, pong, config) {
         Deadline::AuthTimedOut => {
-            refuse(
-                ws,
-                &ApiError::new(ErrorCode::AuthFailed, "no auth message within the timeout"),
-                ErrorFrame::AuthFailed,
-                CloseCode::AuthTimeout,
-            );
+            refuse(ws, Refusal::AuthTimeout);
             None
         }
         Deadline::Expired => {
-            refuse(
-                ws,
-                &ApiError::new(
-                    ErrorCode::AuthExpired,
-                    "token has expired; reconnect with a fresh token",
-                ),
-                ErrorFrame::Error,
-                CloseCode::AuthFailed,
-            );
+            refuse(ws, Refusal::Expired);
             None
         }
         Deadline::Silent => {
-            let _ = ws.close(
-                Some(CloseCode::GoingAway.code()),
-                Some(CloseCode::GoingAway.reason()),
-            );
+            refuse(ws, Refusal::HeartbeatTimeout);
             None
+        }
+        Deadline::KeepAlive => {
+            send_str(ws, &session.keepalive_frame(&rfc3339_ms(now_ms)));
+            session.conn_mut().keepalive_ms = now_ms;
+            save(ws, &session);
+            Some(session.conn().next_check_ms(pong, config))
         }
         Deadline::At(t) => Some(t),
     }
@@ -261,11 +306,6 @@ fn rate_limited(config: &Config) -> ApiError {
     .with("burst_window", config.burst_window_s)
 }
 
-/// `MESSAGE_TOO_LARGE` for a frame over 1 MiB.
-fn too_large() -> ApiError {
-    ApiError::new(ErrorCode::MessageTooLarge, "frames are limited to 1 MiB")
-}
-
 /// The `rate_limit_info` frame.
 fn rate_limit_info(config: &Config) -> String {
     let ts = now_rfc3339();
@@ -289,17 +329,12 @@ pub fn accept_claims<S: HasConn + serde::Serialize>(
     config: &Config,
 ) -> bool {
     if !claims.scopes.subscribe {
-        let err = ApiError::new(ErrorCode::Forbidden, "the token lacks scope 'subscribe'");
-        refuse(ws, &err, ErrorFrame::Error, CloseCode::Forbidden);
+        refuse(ws, Refusal::NoSubscribeScope);
         return false;
     }
     session.conn_mut().authenticate(claims, config);
     if !save(ws, session) {
-        let err = ApiError::new(
-            ErrorCode::AuthFailed,
-            "the token's claims are too large for a connection",
-        );
-        refuse(ws, &err, ErrorFrame::AuthFailed, CloseCode::AuthFailed);
+        refuse(ws, Refusal::ClaimsTooLarge);
         return false;
     }
     send_str(ws, &auth_success(claims, &session.conn().id));
@@ -339,31 +374,25 @@ pub fn admit(
         WebSocketIncomingMessage::Binary(b) => b.len(),
     };
     if size > MAX_FRAME_BYTES {
-        refuse(
-            ws,
-            &too_large(),
-            ErrorFrame::Error,
-            CloseCode::MessageTooBig,
-        );
+        refuse(ws, Refusal::FrameTooLarge);
         return None;
     }
     conn.last_seen_ms = now_ms;
     if conn.limiter.hit(now_ms, config).is_err() {
-        refuse(
-            ws,
-            &rate_limited(config),
-            ErrorFrame::Error,
-            CloseCode::RateLimited,
-        );
+        refuse(ws, Refusal::RateLimited(rate_limited(config)));
         return None;
     }
-    Some(match message {
+    let parsed = match message {
         WebSocketIncomingMessage::String(text) => ClientMessage::parse(&text),
         WebSocketIncomingMessage::Binary(_) => Err(ApiError::new(
             ErrorCode::InvalidMessage,
             "binary frames are not accepted; send JSON text",
         )),
-    })
+    };
+    if matches!(parsed, Ok(ClientMessage::Ping | ClientMessage::ActionPing)) {
+        conn.heartbeats = true;
+    }
+    Some(parsed)
 }
 
 /// A socket that receives a channel's events, with the filters it receives

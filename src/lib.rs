@@ -15,6 +15,11 @@ mod glue;
 #[path = "../durable_objects/hub.rs"]
 mod hub;
 #[cfg(target_arch = "wasm32")]
+#[path = "../durable_objects/hub_store.rs"]
+mod hub_store;
+#[cfg(target_arch = "wasm32")]
+mod locks;
+#[cfg(target_arch = "wasm32")]
 #[path = "../durable_objects/room_store.rs"]
 mod room_store;
 #[cfg(target_arch = "wasm32")]

@@ -6,23 +6,26 @@ use std::collections::BTreeMap;
 use futures::future::join_all;
 use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response, Result, Stub};
 
-use crate::core::auth::{self, Claims};
+use std::time::Duration;
+
+use futures::future::{select, Either};
+
+use crate::core::auth::Claims;
 use crate::core::channel::Channel;
 use crate::core::config::Config;
-use crate::core::error::{to_json, ApiError, CloseCode, ErrorCode, ErrorFrame};
+use crate::core::error::{to_json, ApiError, ErrorCode};
+use crate::core::internal::{
+    hub_name, HubRoute, RoomRoute, CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING, HUB_HEADER,
+    ROOM_BINDING,
+};
 use crate::core::protocol::{parse_publish, PublishEvent, PublishResult, MAX_FRAME_BYTES};
+use crate::core::refusal::Refusal;
 use crate::glue::{self, error_response, json_response, now_ms, refuse_upgrade};
 
-/// Header carrying claims the Worker already verified to a Durable Object.
-pub const CLAIMS_HEADER: &str = "x-uip-claims";
-/// Header carrying the channel name to its room.
-pub const CHANNEL_HEADER: &str = "x-uip-channel";
-/// Header naming a hub to itself, so it can register with rooms.
-pub const HUB_HEADER: &str = "x-uip-hub";
-/// Binding of the ChannelRoom namespace.
-pub const ROOM_BINDING: &str = "CHANNEL_ROOM";
-/// Binding of the Hub namespace.
-pub const HUB_BINDING: &str = "HUB";
+/// A publish the room has not answered by then is answered 503 `OVERLOADED`
+/// (SPEC: every publish is answered within 10 s); a retry with the same ids
+/// is safe either way.
+const PUBLISH_DEADLINE: Duration = Duration::from_millis(9_000);
 /// Room name used by `/healthz`; never a valid channel name.
 const HEALTH_ROOM: &str = "__healthz";
 
@@ -126,11 +129,11 @@ async fn route(req: Request, env: &Env) -> Result<Response> {
             _ => method_not_allowed("GET"),
         },
         Route::Snapshot(raw) => match method {
-            Method::Get => channel_read(req, env, raw, "snapshot").await,
+            Method::Get => channel_read(req, env, raw, RoomRoute::Snapshot).await,
             _ => method_not_allowed("GET"),
         },
         Route::History(raw) => match method {
-            Method::Get => channel_read(req, env, raw, "history").await,
+            Method::Get => channel_read(req, env, raw, RoomRoute::History).await,
             _ => method_not_allowed("GET"),
         },
         Route::NotFound => error_response(
@@ -146,7 +149,7 @@ fn room(env: &Env, name: &str) -> Result<Stub> {
 
 async fn health(env: &Env) -> Result<Response> {
     let resp = room(env, HEALTH_ROOM)?
-        .fetch_with_str("https://room/health")
+        .fetch_with_str(&RoomRoute::Health.url())
         .await;
     match resp {
         Ok(r) if r.status_code() == 200 => json_response(r#"{"status":"ok"}"#.into(), 200),
@@ -158,7 +161,7 @@ async fn health(env: &Env) -> Result<Response> {
 }
 
 /// Verifies `Authorization: Bearer` for the HTTP API.
-fn bearer(req: &Request, env: &Env, config: &Config) -> std::result::Result<Claims, ApiError> {
+fn bearer(req: &Request, env: &Env) -> std::result::Result<Claims, ApiError> {
     let header = req.headers().get("authorization").ok().flatten();
     let token = header
         .as_deref()
@@ -173,12 +176,7 @@ fn bearer(req: &Request, env: &Env, config: &Config) -> std::result::Result<Clai
                 "missing 'Authorization: Bearer <token>'",
             )
         })?;
-    auth::verify(
-        token,
-        &glue::jwt_secret(env),
-        now_ms() / 1000,
-        i64::from(config.jwt_leeway_s),
-    )
+    glue::verify(env, token, now_ms())
 }
 
 fn channel_from_path(raw: &str, config: &Config) -> std::result::Result<Channel, ApiError> {
@@ -207,26 +205,14 @@ fn upgrade_required() -> Result<Response> {
 fn forward_upgrade(
     req: &Request,
     env: &Env,
-    config: &Config,
     headers: Headers,
 ) -> Result<std::result::Result<Request, Response>> {
     let mut url = req.url()?;
     headers.set("upgrade", "websocket")?;
     if let Some((_, token)) = url.query_pairs().find(|(k, _)| k == "token") {
-        match auth::verify(
-            &token,
-            &glue::jwt_secret(env),
-            now_ms() / 1000,
-            i64::from(config.jwt_leeway_s),
-        ) {
+        match glue::verify(env, &token, now_ms()) {
             Ok(c) => headers.set(CLAIMS_HEADER, &to_json(&c))?,
-            Err(e) => {
-                return Ok(Err(refuse_upgrade(
-                    &e,
-                    ErrorFrame::AuthFailed,
-                    CloseCode::AuthFailed,
-                )?))
-            }
+            Err(e) => return Ok(Err(refuse_upgrade(Refusal::BadToken(e))?)),
         }
     }
     url.set_path("/ws");
@@ -242,11 +228,11 @@ async fn channel_socket(req: Request, env: &Env, raw: &str) -> Result<Response> 
     let config = glue::config(env);
     let channel = match channel_from_path(raw, &config) {
         Ok(c) => c,
-        Err(e) => return refuse_upgrade(&e, ErrorFrame::Error, CloseCode::ChannelNotFound),
+        Err(e) => return refuse_upgrade(Refusal::ChannelNotFound(e)),
     };
     let headers = Headers::new();
     headers.set(CHANNEL_HEADER, channel.name())?;
-    match forward_upgrade(&req, env, &config, headers)? {
+    match forward_upgrade(&req, env, headers)? {
         Ok(forwarded) => {
             room(env, channel.name())?
                 .fetch_with_request(forwarded)
@@ -264,10 +250,10 @@ async fn hub_socket(req: Request, env: &Env) -> Result<Response> {
     }
     let config = glue::config(env);
     let shard = (js_sys::Math::random() * f64::from(config.hub_shards)) as u32 % config.hub_shards;
-    let name = format!("hub-{shard}");
+    let name = hub_name(shard);
     let headers = Headers::new();
     headers.set(HUB_HEADER, &name)?;
-    match forward_upgrade(&req, env, &config, headers)? {
+    match forward_upgrade(&req, env, headers)? {
         Ok(forwarded) => {
             env.durable_object(HUB_BINDING)?
                 .get_by_name(&name)?
@@ -283,7 +269,7 @@ async fn hub_socket(req: Request, env: &Env) -> Result<Response> {
 /// hub has subscribers for.
 async fn stats(req: Request, env: &Env) -> Result<Response> {
     let config = glue::config(env);
-    if let Err(e) = bearer(&req, env, &config) {
+    if let Err(e) = bearer(&req, env) {
         return error_response(&e);
     }
     #[derive(serde::Deserialize)]
@@ -309,9 +295,9 @@ async fn stats(req: Request, env: &Env) -> Result<Response> {
     }
     let hubs = env.durable_object(HUB_BINDING)?;
     let hub_calls = (0..config.hub_shards).map(|i| {
-        let stub = hubs.get_by_name(&format!("hub-{i}"));
+        let stub = hubs.get_by_name(&hub_name(i));
         async move {
-            let mut resp = stub?.fetch_with_str("https://hub/stats").await?;
+            let mut resp = stub?.fetch_with_str(&HubRoute::Stats.url()).await?;
             resp.json::<HubStats>().await
         }
     });
@@ -328,7 +314,7 @@ async fn stats(req: Request, env: &Env) -> Result<Response> {
         }
     }
     let room_calls = hub_subs.iter().map(|(channel, n)| async move {
-        let req = glue::internal_request("https://room/stats", Some(channel), None)?;
+        let req = glue::internal_request(&RoomRoute::Stats.url(), Some(channel), None)?;
         let mut resp = room(env, channel)?.fetch_with_request(req).await?;
         let r: RoomStats = resp.json().await?;
         Ok::<_, worker::Error>((channel.clone(), n + r.direct, r.direct, r.seq))
@@ -348,9 +334,9 @@ async fn stats(req: Request, env: &Env) -> Result<Response> {
 
 /// `GET /v1/channels/{channel}/snapshot|history`: any scope, within the
 /// token's `channels` claim; a history query is validated here.
-async fn channel_read(req: Request, env: &Env, raw: &str, what: &str) -> Result<Response> {
+async fn channel_read(req: Request, env: &Env, raw: &str, what: RoomRoute) -> Result<Response> {
     let config = glue::config(env);
-    let claims = match bearer(&req, env, &config) {
+    let claims = match bearer(&req, env) {
         Ok(c) => c,
         Err(e) => return error_response(&e),
     };
@@ -361,8 +347,8 @@ async fn channel_read(req: Request, env: &Env, raw: &str, what: &str) -> Result<
     if !claims.allows(&channel, false) {
         return error_response(&ApiError::forbidden_channel(channel.name()));
     }
-    let mut target = format!("https://room/{what}");
-    if what == "history" {
+    let mut target = what.url();
+    if what == RoomRoute::History {
         match glue::history_query(&req.url()?) {
             Ok(q) => target = format!("{target}?since={}&limit={}", q.since, q.limit),
             Err(e) => return error_response(&e),
@@ -374,7 +360,7 @@ async fn channel_read(req: Request, env: &Env, raw: &str, what: &str) -> Result<
 
 async fn publish(mut req: Request, env: &Env) -> Result<Response> {
     let config = glue::config(env);
-    let claims = match bearer(&req, env, &config) {
+    let claims = match bearer(&req, env) {
         Ok(c) => c,
         Err(e) => return error_response(&e),
     };
@@ -458,18 +444,25 @@ async fn room_publish(
     channel: &str,
     batch: &[&PublishEvent],
 ) -> std::result::Result<Vec<PublishResult>, ApiError> {
-    let unreachable = |_| {
-        ApiError::new(
-            ErrorCode::Overloaded,
-            "the channel could not be reached; retry with the same event ids",
-        )
-    };
-    let req = glue::internal_request("https://room/publish", Some(channel), Some(to_json(batch)))
-        .map_err(unreachable)?;
+    let unreachable = |_| ApiError::overloaded(1).with("channel", channel);
+    let req = glue::internal_request(
+        &RoomRoute::Publish.url(),
+        Some(channel),
+        Some(to_json(batch)),
+    )
+    .map_err(unreachable)?;
     let stub = room(env, channel).map_err(unreachable)?;
-    let mut resp = stub.fetch_with_request(req).await.map_err(unreachable)?;
-    let text = resp.text().await.map_err(unreachable)?;
-    if resp.status_code() != 200 {
+    let call = async {
+        let mut resp = stub.fetch_with_request(req).await?;
+        let text = resp.text().await?;
+        Ok::<_, worker::Error>((resp.status_code(), text))
+    };
+    let deadline = worker::Delay::from(PUBLISH_DEADLINE);
+    let (status, text) = match select(Box::pin(call), deadline).await {
+        Either::Left((answer, _)) => answer.map_err(unreachable)?,
+        Either::Right(_) => return Err(ApiError::overloaded(1).with("channel", channel)),
+    };
+    if status != 200 {
         #[derive(serde::Deserialize)]
         struct Body {
             error: ApiErrorIn,
@@ -477,16 +470,19 @@ async fn room_publish(
         #[derive(serde::Deserialize)]
         struct ApiErrorIn {
             message: String,
+            #[serde(default)]
+            details: Option<serde_json::Map<String, serde_json::Value>>,
         }
-        let message = serde_json::from_str::<Body>(&text)
-            .map(|b| b.error.message)
-            .unwrap_or_else(|_| text.clone());
-        let code = if resp.status_code() == 503 {
-            ErrorCode::Overloaded
-        } else {
-            ErrorCode::InternalError
-        };
-        return Err(ApiError::new(code, message).with("channel", channel));
+        let parsed = serde_json::from_str::<Body>(&text).ok();
+        if status == 503 {
+            let retry = parsed
+                .as_ref()
+                .and_then(|b| b.error.details.as_ref()?.get("retry_after_s")?.as_u64())
+                .unwrap_or(1);
+            return Err(ApiError::overloaded(retry).with("channel", channel));
+        }
+        let message = parsed.map(|b| b.error.message).unwrap_or(text);
+        return Err(ApiError::new(ErrorCode::InternalError, message).with("channel", channel));
     }
     serde_json::from_str(&text).map_err(|e| ApiError::internal(format!("bad room answer: {e}")))
 }

@@ -23,11 +23,21 @@ pub struct Config {
     pub history_max_age_s: u64,
     /// Seconds an event `id` is remembered for idempotency (`IDEMPOTENCY_WINDOW_S`).
     pub idempotency_window_s: u64,
-    /// Seconds without a message or auto-response ping before a socket is
-    /// closed by the heartbeat sweep (`HEARTBEAT_TIMEOUT_S`).
+    /// Seconds of silence after which a client that heartbeats (has pinged)
+    /// is closed with 1001 (`HEARTBEAT_TIMEOUT_S`). Silence alone never
+    /// closes a client that never pinged.
     pub heartbeat_timeout_s: u32,
+    /// Seconds of client silence after which a socket gets a keep-alive frame,
+    /// and again every this many seconds while silent (`KEEPALIVE_S`).
+    pub keepalive_s: u32,
     /// Hub shards that hold `/ws` sockets (`HUB_SHARDS`).
     pub hub_shards: u32,
+    /// Publish requests one channel works on at once before it answers 503
+    /// `OVERLOADED` (`PUBLISH_QUEUE_MAX`).
+    pub publish_queue_max: usize,
+    /// Test-only fault: a room drops every Nth push to a hub as if the call
+    /// failed (`TEST_DROP_HUB_DELIVERY_EVERY`; 0, the default, never).
+    pub test_drop_hub_delivery_every: u64,
 }
 
 impl Default for Config {
@@ -43,8 +53,11 @@ impl Default for Config {
             history_max_events: 1000,
             history_max_age_s: 600,
             idempotency_window_s: 600,
-            heartbeat_timeout_s: 30,
+            heartbeat_timeout_s: 90,
+            keepalive_s: 45,
             hub_shards: 4,
+            publish_queue_max: 64,
+            test_drop_hub_delivery_every: 0,
         }
     }
 }
@@ -81,7 +94,13 @@ impl Config {
             history_max_age_s: num(lookup("HISTORY_MAX_AGE_S"), d.history_max_age_s),
             idempotency_window_s: num(lookup("IDEMPOTENCY_WINDOW_S"), d.idempotency_window_s),
             heartbeat_timeout_s: num(lookup("HEARTBEAT_TIMEOUT_S"), d.heartbeat_timeout_s).max(1),
+            keepalive_s: num(lookup("KEEPALIVE_S"), d.keepalive_s).max(1),
             hub_shards: num(lookup("HUB_SHARDS"), d.hub_shards).clamp(1, 1024),
+            publish_queue_max: num(lookup("PUBLISH_QUEUE_MAX"), d.publish_queue_max).max(1),
+            test_drop_hub_delivery_every: num(
+                lookup("TEST_DROP_HUB_DELIVERY_EVERY"),
+                d.test_drop_hub_delivery_every,
+            ),
         }
     }
 }
@@ -97,6 +116,9 @@ mod tests {
         assert_eq!(c.max_messages_per_minute, 1000);
         assert_eq!((c.burst_limit, c.burst_window_s), (50, 5));
         assert_eq!(c.namespaces, vec!["conversation"]);
+        assert_eq!((c.heartbeat_timeout_s, c.keepalive_s), (90, 45));
+        assert_eq!(c.publish_queue_max, 64);
+        assert_eq!(c.test_drop_hub_delivery_every, 0);
     }
 
     #[test]

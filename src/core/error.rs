@@ -76,6 +76,8 @@ pub enum CloseCode {
     Forbidden,
     ChannelNotFound,
     RateLimited,
+    /// The server lost a socket's state and cannot go on with it.
+    InternalError,
 }
 
 impl CloseCode {
@@ -90,6 +92,7 @@ impl CloseCode {
             CloseCode::Forbidden => 4003,
             CloseCode::ChannelNotFound => 4004,
             CloseCode::RateLimited => 4008,
+            CloseCode::InternalError => 1011,
         }
     }
 
@@ -104,6 +107,7 @@ impl CloseCode {
             CloseCode::Forbidden => "forbidden",
             CloseCode::ChannelNotFound => "channel not found",
             CloseCode::RateLimited => "rate limit exceeded",
+            CloseCode::InternalError => "internal error",
         }
     }
 }
@@ -158,6 +162,21 @@ impl ApiError {
         .with("channel", channel)
     }
 
+    /// `OVERLOADED`: retry the same request (same event ids) after
+    /// `retry_after_s` seconds.
+    pub fn overloaded(retry_after_s: u64) -> Self {
+        ApiError::new(
+            ErrorCode::Overloaded,
+            "the channel is busy; retry with the same event ids after retry_after_s seconds",
+        )
+        .with("retry_after_s", retry_after_s)
+    }
+
+    /// Seconds a client should wait before retrying, when the error says.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        self.details.as_ref()?.get("retry_after_s")?.as_u64()
+    }
+
     /// `INTERNAL_ERROR` with a message safe to show to a client.
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError::new(ErrorCode::InternalError, message)
@@ -203,7 +222,8 @@ pub enum ErrorFrame {
 }
 
 impl ErrorFrame {
-    fn as_str(self) -> &'static str {
+    /// The message `type` of this frame kind.
+    pub fn as_str(self) -> &'static str {
         match self {
             ErrorFrame::Error => "error",
             ErrorFrame::AuthFailed => "auth.failed",

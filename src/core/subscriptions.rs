@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -11,6 +10,7 @@ use super::channel::Channel;
 use super::config::Config;
 use super::error::{ApiError, ErrorCode};
 use super::filter::Filters;
+use super::internal::AttachResponse;
 use super::protocol::{ServerMessage, SnapshotData, Subscribed};
 use super::session::Identity;
 
@@ -129,26 +129,6 @@ pub fn check_subscribe(
     Ok((parsed, filters))
 }
 
-/// One stored event as a room hands it to a hub: the frame to send, and what
-/// filters read.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Delivered {
-    pub seq: u64,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub body: String,
-    pub merged: String,
-}
-
-impl Delivered {
-    /// Whether a subscriber with `filters` gets this event.
-    pub fn passes(&self, filters: &Filters) -> bool {
-        filters.is_empty()
-            || serde_json::from_str::<Value>(&self.merged)
-                .is_ok_and(|m| filters.matches(&self.kind, &m))
-    }
-}
-
 /// The frames a new subscription gets, in order: `subscribed`, then either the
 /// replayed events after `since` or the `snapshot`, both through `filters`.
 pub fn subscription_frames(
@@ -189,49 +169,11 @@ pub fn subscription_frames(
     frames
 }
 
-/// Hub → room: register this hub and send what a new subscriber needs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AttachRequest {
-    pub hub: String,
-    #[serde(default)]
-    pub since: Option<u64>,
-    /// The subscriber speaks the `001_…` dialect: deliveries must carry the
-    /// topic's list.
-    #[serde(default)]
-    pub dialect: bool,
-}
-
-/// Room → hub: the head at attach time, and either the replay after `since`
-/// (`recovered: Some(true)`) or the snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AttachResponse {
-    pub head: u64,
-    pub recovered: Option<bool>,
-    pub events: Vec<Delivered>,
-}
-
-/// Room → hub: new events of one channel, in `seq` order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeliverRequest {
-    pub channel: String,
-    pub events: Vec<Delivered>,
-    /// The topic's list after these events, for `001_…` dialect subscribers.
-    #[serde(default)]
-    pub list: Option<String>,
-}
-
-/// Hub → room: sockets sent to per event, and whether the hub still has
-/// subscribers for the channel (if not, the room forgets it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeliverResponse {
-    pub delivered: Vec<u64>,
-    pub registered: bool,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::auth::{Claims, Scopes};
+    use crate::core::internal::Delivered;
     use serde_json::json;
 
     fn identity(channels: Option<Vec<&str>>) -> Identity {
@@ -269,6 +211,7 @@ mod tests {
             head: 2,
             recovered: None,
             events: vec![delivered(1, "minor"), delivered(2, "severe")],
+            catch_up: vec![],
         };
         let frames = subscription_frames("accidents", &f, &state, "t");
         assert_eq!(frames.len(), 2);
@@ -288,6 +231,7 @@ mod tests {
             head: 2,
             recovered: Some(true),
             events: vec![delivered(1, "minor"), delivered(2, "severe")],
+            catch_up: vec![],
         };
         let frames = subscription_frames("accidents", &Filters::default(), &state, "t");
         assert_eq!(frames.len(), 3);

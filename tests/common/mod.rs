@@ -171,17 +171,45 @@ pub fn gateway() -> &'static Gateway {
 }
 
 /// A second shared gateway with a low minute limit (and a high burst limit so
-/// the minute window is what trips) and a 3 s heartbeat timeout.
+/// the minute window is what trips).
 pub fn limits_gateway() -> &'static Gateway {
     static GW: OnceLock<Gateway> = OnceLock::new();
     GW.get_or_init(|| {
         Gateway::start(
             &state_dir("limits"),
+            &[("BURST_LIMIT", "1000"), ("MAX_MESSAGES_PER_MINUTE", "100")],
+        )
+    })
+}
+
+/// Liveness settings shortened 15-fold with their ratios kept: keep-alives
+/// every 3 s (45 s), heartbeat timeout 6 s (90 s).
+pub const KEEPALIVE_S: u64 = 3;
+pub const HEARTBEAT_TIMEOUT_S: u64 = 6;
+
+/// A shared gateway with the shortened liveness settings.
+pub fn liveness_gateway() -> &'static Gateway {
+    static GW: OnceLock<Gateway> = OnceLock::new();
+    GW.get_or_init(|| {
+        Gateway::start(
+            &state_dir("liveness"),
             &[
-                ("BURST_LIMIT", "1000"),
-                ("MAX_MESSAGES_PER_MINUTE", "100"),
-                ("HEARTBEAT_TIMEOUT_S", "3"),
+                ("KEEPALIVE_S", "3"),
+                ("HEARTBEAT_TIMEOUT_S", "6"),
+                ("AUTH_TIMEOUT_S", "60"),
             ],
+        )
+    })
+}
+
+/// A shared gateway whose rooms drop every third push to a hub, as if the
+/// call had failed (the test-only fault `TEST_DROP_HUB_DELIVERY_EVERY`).
+pub fn faulty_gateway() -> &'static Gateway {
+    static GW: OnceLock<Gateway> = OnceLock::new();
+    GW.get_or_init(|| {
+        Gateway::start(
+            &state_dir("faulty"),
+            &[("TEST_DROP_HUB_DELIVERY_EVERY", "3"), ("HUB_SHARDS", "2")],
         )
     })
 }
@@ -466,6 +494,54 @@ impl Client {
                 Some(Message::Text(t)) => panic!("expected a close, got {t}"),
                 Some(_) => continue,
                 None => panic!("no close within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// Every JSON frame that arrives within `wait`, with its arrival time,
+    /// and the close frame if the connection ended meanwhile.
+    pub async fn frames_for(&mut self, wait: Duration) -> (Vec<(Instant, Value)>, Option<Closed>) {
+        let until = tokio::time::Instant::now() + wait;
+        let mut frames = Vec::new();
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Err(_) => return (frames, None),
+                Ok(Some(Ok(Message::Text(t)))) => frames.push((
+                    Instant::now(),
+                    serde_json::from_str(&t).unwrap_or(Value::Null),
+                )),
+                Ok(Some(Ok(Message::Close(f)))) => {
+                    let closed = f.map_or(
+                        Closed {
+                            code: u16::from(CloseCode::Status),
+                            reason: String::new(),
+                        },
+                        |f| Closed {
+                            code: u16::from(f.code),
+                            reason: f.reason.to_string(),
+                        },
+                    );
+                    return (frames, Some(closed));
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => panic!("socket error: {e}"),
+                Ok(None) => panic!("the connection ended without a close frame"),
+            }
+        }
+    }
+
+    /// Reads until a message for which `pick` is true, skipping the others.
+    pub async fn expect_where(&mut self, what: &str, pick: impl Fn(&Value) -> bool) -> Value {
+        let until = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            let m = self
+                .try_next_json(left)
+                .await
+                .unwrap_or_else(|| panic!("no {what} within {WAIT:?}"));
+            if pick(&m) {
+                return m;
             }
         }
     }

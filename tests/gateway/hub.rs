@@ -295,30 +295,6 @@ async fn a_refresh_with_a_bad_token_is_auth_failed_4001() {
 }
 
 #[tokio::test]
-async fn a_silent_client_is_swept_by_the_heartbeat_alarm_while_a_pinging_one_stays() {
-    // This gateway's heartbeat timeout is 3 s.
-    let gw = limits_gateway();
-    let mut silent = Client::multiplexed(gw, &sub_token()).await;
-    let mut alive = Client::multiplexed(gw, &sub_token()).await;
-    let pinger = tokio::spawn(async move {
-        // Exact pings are answered by the runtime's auto-response, which the
-        // sweep reads; a client pings on its own schedule, as the seeds' do.
-        for _ in 0..10 {
-            alive.send_text(r#"{"type":"ping"}"#).await;
-            assert_eq!(alive.next_json().await, json!({"type": "pong"}));
-            tokio::time::sleep(Duration::from_millis(700)).await;
-        }
-        alive
-    });
-    assert_eq!(silent.expect_close().await.code, 1001);
-    let mut alive = pinger.await.unwrap();
-    alive
-        .send_json(json!({"type": "ping", "still": true}))
-        .await;
-    alive.expect("pong").await;
-}
-
-#[tokio::test]
 async fn resume_through_a_hub_replays_exactly_what_was_missed() {
     let gw = gateway();
     let chat = conversation("hubresume");

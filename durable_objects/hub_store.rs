@@ -1,0 +1,290 @@
+//! A hub's state, with one owner: its sockets' subscriptions (channels with
+//! filters, and `001_…` dialect topics) in SQLite together with the in-memory
+//! index read on every delivery, and the last `seq` applied per channel. Every
+//! change goes through here, so the table and the index never disagree.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use worker::{Result, SqlStorage, SqlStorageValue};
+
+use crate::core::filter::Filters;
+use crate::core::subscriptions::Subscriptions;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS subs (conn TEXT NOT NULL, channel TEXT NOT NULL, filters TEXT NOT NULL,
+  PRIMARY KEY (conn, channel));
+CREATE TABLE IF NOT EXISTS topics (conn TEXT NOT NULL, channel TEXT NOT NULL, PRIMARY KEY (conn, channel));
+CREATE TABLE IF NOT EXISTS cursors (channel TEXT PRIMARY KEY, applied INTEGER NOT NULL);
+";
+
+/// Which kind of subscription: a channel with filters, or a dialect topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubKind {
+    Channel,
+    Topic,
+}
+
+impl SubKind {
+    fn table(self) -> &'static str {
+        match self {
+            SubKind::Channel => "subs",
+            SubKind::Topic => "topics",
+        }
+    }
+}
+
+fn text(v: &str) -> SqlStorageValue {
+    SqlStorageValue::String(v.to_owned())
+}
+
+/// The loaded form of the tables.
+#[derive(Default)]
+struct Index {
+    channels: Subscriptions,
+    topics: Subscriptions,
+    cursors: HashMap<String, u64>,
+}
+
+impl Index {
+    fn of(&mut self, kind: SubKind) -> &mut Subscriptions {
+        match kind {
+            SubKind::Channel => &mut self.channels,
+            SubKind::Topic => &mut self.topics,
+        }
+    }
+}
+
+/// The SQLite tables of one hub, and their index.
+pub struct HubStore {
+    sql: SqlStorage,
+    /// Loaded on first use after a wake.
+    index: RefCell<Option<Index>>,
+    /// Bumped on every change of subscriptions, so callers can cache what
+    /// they derive from them (the receiving sockets per channel).
+    version: Cell<u64>,
+}
+
+impl HubStore {
+    /// Opens the tables, creating them on first use.
+    pub fn open(sql: SqlStorage) -> Result<Self> {
+        sql.exec(SCHEMA, None)?;
+        Ok(HubStore {
+            sql,
+            index: RefCell::new(None),
+            version: Cell::new(0),
+        })
+    }
+
+    /// Changes whenever any subscription changes.
+    pub fn version(&self) -> u64 {
+        self.version.get()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Index) -> T) -> T {
+        let mut slot = self.index.borrow_mut();
+        let index = slot.get_or_insert_with(|| self.load());
+        f(index)
+    }
+
+    fn load(&self) -> Index {
+        #[derive(Deserialize)]
+        struct Sub {
+            conn: String,
+            channel: String,
+            #[serde(default)]
+            filters: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Cursor {
+            channel: String,
+            applied: u64,
+        }
+        let mut index = Index::default();
+        let subs: Vec<Sub> = self
+            .sql
+            .exec("SELECT conn, channel, filters FROM subs", None)
+            .and_then(|c| c.to_array())
+            .unwrap_or_default();
+        for r in subs {
+            let filters = r
+                .filters
+                .and_then(|f| serde_json::from_str(&f).ok())
+                .unwrap_or_default();
+            index.channels.insert(&r.conn, &r.channel, filters);
+        }
+        let topics: Vec<Sub> = self
+            .sql
+            .exec("SELECT conn, channel FROM topics", None)
+            .and_then(|c| c.to_array())
+            .unwrap_or_default();
+        for r in topics {
+            index.topics.insert(&r.conn, &r.channel, Filters::default());
+        }
+        let cursors: Vec<Cursor> = self
+            .sql
+            .exec("SELECT channel, applied FROM cursors", None)
+            .and_then(|c| c.to_array())
+            .unwrap_or_default();
+        index.cursors = cursors
+            .into_iter()
+            .map(|c| (c.channel, c.applied))
+            .collect();
+        index
+    }
+
+    /// This hub's name, as the Worker addressed it.
+    pub fn name(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Row {
+            v: String,
+        }
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT v FROM meta WHERE k = 'name'", None)
+            .and_then(|c| c.to_array())
+            .ok()?;
+        rows.into_iter().next().map(|r| r.v)
+    }
+
+    /// Remembers this hub's name (for registering with rooms after a wake).
+    pub fn set_name(&self, name: &str) -> Result<()> {
+        self.sql.exec(
+            "INSERT OR REPLACE INTO meta (k, v) VALUES ('name', ?)",
+            vec![text(name)],
+        )?;
+        Ok(())
+    }
+
+    /// Runs a read of the channel index (for subscribe checks).
+    pub fn read_channels<T>(&self, f: impl FnOnce(&Subscriptions) -> T) -> T {
+        self.with(|i| f(&i.channels))
+    }
+
+    /// Adds or replaces a subscription, in the table and the index together.
+    pub fn subscribe(
+        &self,
+        kind: SubKind,
+        conn: &str,
+        channel: &str,
+        filters: Filters,
+    ) -> Result<()> {
+        let q = match kind {
+            SubKind::Channel => {
+                "INSERT OR REPLACE INTO subs (conn, channel, filters) VALUES (?, ?, ?)"
+            }
+            SubKind::Topic => "INSERT OR IGNORE INTO topics (conn, channel) VALUES (?, ?)",
+        };
+        let mut args = vec![text(conn), text(channel)];
+        if kind == SubKind::Channel {
+            args.push(text(&serde_json::to_string(&filters).unwrap_or_default()));
+        }
+        self.sql.exec(q, args)?;
+        self.with(|i| i.of(kind).insert(conn, channel, filters));
+        self.bump();
+        Ok(())
+    }
+
+    /// Removes one subscription (a no-op when absent).
+    pub fn unsubscribe(&self, kind: SubKind, conn: &str, channel: &str) -> Result<()> {
+        self.with(|i| i.of(kind).remove(conn, channel));
+        self.bump();
+        self.sql.exec(
+            &format!(
+                "DELETE FROM {} WHERE conn = ? AND channel = ?",
+                kind.table()
+            ),
+            vec![text(conn), text(channel)],
+        )?;
+        Ok(())
+    }
+
+    /// Removes every subscription of a connection; returns the channels it had.
+    pub fn remove_conn(&self, conn: &str) -> Result<Vec<String>> {
+        let mut channels = self.with(|i| {
+            let mut had: Vec<String> = i.channels.channels_of(conn).to_vec();
+            had.extend(i.topics.channels_of(conn).iter().cloned());
+            i.channels.remove_conn(conn);
+            i.topics.remove_conn(conn);
+            had
+        });
+        self.bump();
+        channels.sort_unstable();
+        channels.dedup();
+        for q in [
+            "DELETE FROM subs WHERE conn = ?",
+            "DELETE FROM topics WHERE conn = ?",
+        ] {
+            self.sql.exec(q, vec![text(conn)])?;
+        }
+        Ok(channels)
+    }
+
+    /// Whether any socket here subscribes to `channel` (as a channel or topic).
+    pub fn wants(&self, channel: &str) -> bool {
+        self.with(|i| {
+            !i.channels.subscribers(channel).is_empty() || !i.topics.subscribers(channel).is_empty()
+        })
+    }
+
+    /// The channel subscribers of `channel`, with their filters.
+    pub fn channel_subscribers(&self, channel: &str) -> Vec<(String, Filters)> {
+        self.with(|i| i.channels.subscribers(channel).to_vec())
+    }
+
+    /// The connections with `channel` as a dialect topic.
+    pub fn topic_subscribers(&self, channel: &str) -> Vec<String> {
+        self.with(|i| {
+            i.topics
+                .subscribers(channel)
+                .iter()
+                .map(|(c, _)| c.clone())
+                .collect()
+        })
+    }
+
+    /// The channels a connection has as dialect topics.
+    pub fn topics_of(&self, conn: &str) -> Vec<String> {
+        self.with(|i| i.topics.channels_of(conn).to_vec())
+    }
+
+    /// Subscriptions per channel (channels and topics together).
+    pub fn counts(&self) -> HashMap<String, usize> {
+        self.with(|i| {
+            let mut counts: HashMap<String, usize> = HashMap::new();
+            for (c, n) in i.channels.counts().chain(i.topics.counts()) {
+                *counts.entry(c.to_owned()).or_default() += n;
+            }
+            counts
+        })
+    }
+
+    /// The last `seq` of `channel` this hub applied, while it receives it.
+    pub fn applied(&self, channel: &str) -> Option<u64> {
+        self.with(|i| i.cursors.get(channel).copied())
+    }
+
+    /// Moves the cursor of `channel` to `seq`.
+    pub fn set_applied(&self, channel: &str, seq: u64) -> Result<()> {
+        self.with(|i| i.cursors.insert(channel.to_owned(), seq));
+        self.sql.exec(
+            "INSERT OR REPLACE INTO cursors (channel, applied) VALUES (?, ?)",
+            vec![text(channel), SqlStorageValue::Integer(seq as i64)],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the cursor of a channel this hub stopped receiving.
+    pub fn clear_applied(&self, channel: &str) -> Result<()> {
+        self.with(|i| i.cursors.remove(channel));
+        self.sql
+            .exec("DELETE FROM cursors WHERE channel = ?", vec![text(channel)])?;
+        Ok(())
+    }
+
+    fn bump(&self) {
+        self.version.set(self.version.get() + 1);
+    }
+}

@@ -1,0 +1,232 @@
+//! What the gateway's own parts say to each other: the Worker → object and
+//! room ↔ hub routes, the headers that carry verified facts, and the typed
+//! bodies of every internal call. Nothing here is seen by clients.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::filter::Filters;
+
+/// Header carrying claims the Worker already verified to a Durable Object.
+pub const CLAIMS_HEADER: &str = "x-uip-claims";
+/// Header carrying the channel name to its room.
+pub const CHANNEL_HEADER: &str = "x-uip-channel";
+/// Header naming a hub to itself, so it can register with rooms.
+pub const HUB_HEADER: &str = "x-uip-hub";
+/// Binding of the ChannelRoom namespace.
+pub const ROOM_BINDING: &str = "CHANNEL_ROOM";
+/// Binding of the Hub namespace.
+pub const HUB_BINDING: &str = "HUB";
+
+/// The name of hub shard `i`.
+pub fn hub_name(i: u32) -> String {
+    format!("hub-{i}")
+}
+
+/// The paths a ChannelRoom answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomRoute {
+    Health,
+    Socket,
+    Publish,
+    Snapshot,
+    History,
+    Stats,
+    /// Hub → room: register and get a new subscriber's starting state.
+    Attach,
+    /// Hub → room: the hub's last subscriber left.
+    Detach,
+    /// Hub → room: events the hub missed, for gap repair.
+    Replay,
+}
+
+/// The paths a Hub answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubRoute {
+    Socket,
+    /// Room → hub: new events of a channel.
+    Deliver,
+    Stats,
+}
+
+impl RoomRoute {
+    const ALL: [RoomRoute; 9] = [
+        RoomRoute::Health,
+        RoomRoute::Socket,
+        RoomRoute::Publish,
+        RoomRoute::Snapshot,
+        RoomRoute::History,
+        RoomRoute::Stats,
+        RoomRoute::Attach,
+        RoomRoute::Detach,
+        RoomRoute::Replay,
+    ];
+
+    /// The path of this route.
+    pub fn path(self) -> &'static str {
+        match self {
+            RoomRoute::Health => "/health",
+            RoomRoute::Socket => "/ws",
+            RoomRoute::Publish => "/publish",
+            RoomRoute::Snapshot => "/snapshot",
+            RoomRoute::History => "/history",
+            RoomRoute::Stats => "/stats",
+            RoomRoute::Attach => "/attach",
+            RoomRoute::Detach => "/detach",
+            RoomRoute::Replay => "/replay",
+        }
+    }
+
+    /// The route a request path names.
+    pub fn parse(path: &str) -> Option<RoomRoute> {
+        Self::ALL.into_iter().find(|r| r.path() == path)
+    }
+
+    /// A URL for this route (only its path and query are read).
+    pub fn url(self) -> String {
+        format!("https://room{}", self.path())
+    }
+}
+
+impl HubRoute {
+    const ALL: [HubRoute; 3] = [HubRoute::Socket, HubRoute::Deliver, HubRoute::Stats];
+
+    /// The path of this route.
+    pub fn path(self) -> &'static str {
+        match self {
+            HubRoute::Socket => "/ws",
+            HubRoute::Deliver => "/deliver",
+            HubRoute::Stats => "/stats",
+        }
+    }
+
+    /// The route a request path names.
+    pub fn parse(path: &str) -> Option<HubRoute> {
+        Self::ALL.into_iter().find(|r| r.path() == path)
+    }
+
+    /// A URL for this route (only its path is read).
+    pub fn url(self) -> String {
+        format!("https://hub{}", self.path())
+    }
+}
+
+/// One stored event as a room hands it to a hub: the frame to send, and what
+/// filters read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivered {
+    pub seq: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub body: String,
+    pub merged: String,
+}
+
+impl Delivered {
+    /// Whether a subscriber with `filters` gets this event.
+    pub fn passes(&self, filters: &Filters) -> bool {
+        filters.is_empty()
+            || serde_json::from_str::<Value>(&self.merged)
+                .is_ok_and(|m| filters.matches(&self.kind, &m))
+    }
+}
+
+/// Hub → room: register this hub and send what a new subscriber needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttachRequest {
+    pub hub: String,
+    #[serde(default)]
+    pub since: Option<u64>,
+    /// The subscriber speaks the `001_…` dialect: deliveries must carry the
+    /// topic's list.
+    #[serde(default)]
+    pub dialect: bool,
+    /// The last `seq` the hub applied for this channel, when it is already
+    /// receiving it: the answer then carries what it has not applied yet.
+    #[serde(default)]
+    pub applied: Option<u64>,
+}
+
+/// Room → hub: the head at attach time, and either the replay after `since`
+/// (`recovered: Some(true)`) or the snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttachResponse {
+    pub head: u64,
+    pub recovered: Option<bool>,
+    pub events: Vec<Delivered>,
+    /// The retained events after the request's `applied` up to `head`, which
+    /// the hub's existing subscribers get before the new one joins.
+    #[serde(default)]
+    pub catch_up: Vec<Delivered>,
+}
+
+/// Hub → room: the hub's last subscriber of a channel left.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetachRequest {
+    pub hub: String,
+}
+
+/// Room → hub: new events of one channel, in `seq` order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliverRequest {
+    pub channel: String,
+    pub events: Vec<Delivered>,
+    /// The room's head when it sent this: a hub that applied less than this
+    /// after the events has a gap to fill.
+    #[serde(default)]
+    pub head: u64,
+    /// The topic's list after these events, for `001_…` dialect subscribers.
+    #[serde(default)]
+    pub list: Option<String>,
+}
+
+/// Hub → room: sockets sent to per event, and whether the hub still has
+/// subscribers for the channel (if not, the room forgets it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliverResponse {
+    pub delivered: Vec<u64>,
+    pub registered: bool,
+}
+
+/// Hub → room: the retained events after `after`, up to `through`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplayRequest {
+    pub after: u64,
+    pub through: u64,
+    /// Also answer the topic's current list.
+    #[serde(default)]
+    pub dialect: bool,
+}
+
+/// Room → hub: the events asked for (some may be gone from history) and, if
+/// asked, the topic's current list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplayResponse {
+    pub events: Vec<Delivered>,
+    #[serde(default)]
+    pub list: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_parses_back_from_its_path() {
+        for r in RoomRoute::ALL {
+            assert_eq!(RoomRoute::parse(r.path()), Some(r));
+        }
+        for r in HubRoute::ALL {
+            assert_eq!(HubRoute::parse(r.path()), Some(r));
+        }
+        assert_eq!(RoomRoute::parse("/nope"), None);
+    }
+
+    #[test]
+    fn a_delivery_from_an_older_room_has_head_zero() {
+        let d: DeliverRequest =
+            serde_json::from_str(r#"{"channel":"alerts","events":[]}"#).unwrap();
+        assert_eq!(d.head, 0);
+        assert_eq!(d.list, None);
+    }
+}
