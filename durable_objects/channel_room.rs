@@ -268,8 +268,8 @@ impl ChannelRoom {
         channel: &Channel,
         via_url: bool,
     ) {
-        if !claims.allows(channel, false) {
-            return refuse(ws, Refusal::ChannelForbidden(channel.name().to_owned()));
+        if let Some(refusal) = Refusal::of_claims(claims, Some(channel)) {
+            return refuse(ws, refusal);
         }
         let first = !session.conn.is_authenticated();
         if !accept_claims(ws, session, claims, via_url, &self.config) {

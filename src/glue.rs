@@ -328,8 +328,8 @@ pub fn accept_claims<S: HasConn + serde::Serialize>(
     via_url: bool,
     config: &Config,
 ) -> bool {
-    if !claims.scopes.subscribe {
-        refuse(ws, Refusal::NoSubscribeScope);
+    if let Some(refusal) = Refusal::of_claims(claims, None) {
+        refuse(ws, refusal);
         return false;
     }
     session.conn_mut().authenticate(claims, config);

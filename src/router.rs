@@ -201,19 +201,28 @@ fn upgrade_required() -> Result<Response> {
 
 /// Builds the request forwarded to a Durable Object for an upgrade: the
 /// original query, `headers`, and the claims of a `?token=` verified here.
-/// `Err` is the in-band refusal to answer instead.
+/// `Err` is the in-band refusal to answer instead. Every refusal a `?token=`
+/// can earn at connect time is made here: a socket the Worker refuses is over
+/// at once, while one a Durable Object accepts with the hibernation API and
+/// closes before answering the upgrade outlives its close frame until the
+/// object hibernates.
 fn forward_upgrade(
     req: &Request,
     env: &Env,
     headers: Headers,
+    channel: Option<&Channel>,
 ) -> Result<std::result::Result<Request, Response>> {
     let mut url = req.url()?;
     headers.set("upgrade", "websocket")?;
     if let Some((_, token)) = url.query_pairs().find(|(k, _)| k == "token") {
-        match glue::verify(env, &token, now_ms()) {
-            Ok(c) => headers.set(CLAIMS_HEADER, &to_json(&c))?,
+        let claims = match glue::verify(env, &token, now_ms()) {
+            Ok(c) => c,
             Err(e) => return Ok(Err(refuse_upgrade(Refusal::BadToken(e))?)),
+        };
+        if let Some(refusal) = Refusal::of_claims(&claims, channel) {
+            return Ok(Err(refuse_upgrade(refusal)?));
         }
+        headers.set(CLAIMS_HEADER, &to_json(&claims))?;
     }
     url.set_path("/ws");
     let mut init = RequestInit::new();
@@ -232,7 +241,7 @@ async fn channel_socket(req: Request, env: &Env, raw: &str) -> Result<Response> 
     };
     let headers = Headers::new();
     headers.set(CHANNEL_HEADER, channel.name())?;
-    match forward_upgrade(&req, env, headers)? {
+    match forward_upgrade(&req, env, headers, Some(&channel))? {
         Ok(forwarded) => {
             room(env, channel.name())?
                 .fetch_with_request(forwarded)
@@ -253,7 +262,7 @@ async fn hub_socket(req: Request, env: &Env) -> Result<Response> {
     let name = hub_name(shard);
     let headers = Headers::new();
     headers.set(HUB_HEADER, &name)?;
-    match forward_upgrade(&req, env, headers)? {
+    match forward_upgrade(&req, env, headers, None)? {
         Ok(forwarded) => {
             env.durable_object(HUB_BINDING)?
                 .get_by_name(&name)?

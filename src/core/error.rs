@@ -112,6 +112,22 @@ impl CloseCode {
     }
 }
 
+/// Longest piece of client input an error quotes, in bytes.
+pub const MAX_QUOTED: usize = 200;
+
+/// `text` cut to at most `max` bytes on a character boundary, marked with `…`.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
 /// An error as the client sees it: a code, a human message and optional details.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ApiError {
@@ -123,19 +139,25 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with a code and a message and no details.
+    /// A message that quotes client input is cut to [`MAX_QUOTED`] bytes, so
+    /// an error never echoes a large frame back.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             code,
-            message: message.into(),
+            message: bounded(message.into(), MAX_QUOTED * 2),
             details: None,
         }
     }
 
-    /// Adds one entry to `details`.
+    /// Adds one entry to `details` (a string value is cut to [`MAX_QUOTED`] bytes).
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        let value = match value.into() {
+            Value::String(s) => Value::String(bounded(s, MAX_QUOTED)),
+            other => other,
+        };
         self.details
             .get_or_insert_with(Map::new)
-            .insert(key.to_owned(), value.into());
+            .insert(bounded(key.to_owned(), MAX_QUOTED), value);
         self
     }
 
@@ -254,6 +276,16 @@ pub fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_never_quotes_more_than_a_bounded_piece_of_input() {
+        let huge = "é".repeat(300_000);
+        let e = ApiError::invalid("type", format!("unknown type '{huge}'")).with("type", huge);
+        assert!(e.message.len() <= 2 * MAX_QUOTED + 3);
+        let quoted = e.details.as_ref().unwrap()["type"].as_str().unwrap();
+        assert!(quoted.len() <= MAX_QUOTED + 3 && quoted.ends_with('…'));
+        assert!(e.frame(ErrorFrame::Error, "t").len() < 1024);
+    }
 
     #[test]
     fn every_code_maps_to_its_wire_name_and_status() {

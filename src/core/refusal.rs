@@ -2,6 +2,8 @@
 //! which frame tells the client why (if any), with which error code, and which
 //! close code follows. The objects and the Worker only carry it out.
 
+use super::auth::Claims;
+use super::channel::Channel;
 use super::error::{ApiError, CloseCode, ErrorCode, ErrorFrame};
 
 /// A reason to close a socket.
@@ -33,6 +35,20 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Whether verified claims may hold a socket: scope `subscribe`, and on
+    /// `/ws/{channel}` (`channel` given) the channel within the claim.
+    pub fn of_claims(claims: &Claims, channel: Option<&Channel>) -> Option<Refusal> {
+        if !claims.scopes.subscribe {
+            return Some(Refusal::NoSubscribeScope);
+        }
+        match channel {
+            Some(ch) if !claims.allows(ch, false) => {
+                Some(Refusal::ChannelForbidden(ch.name().to_owned()))
+            }
+            _ => None,
+        }
+    }
+
     /// The frame kind and error sent before the close, if any.
     pub fn error(&self) -> Option<(ErrorFrame, ApiError)> {
         let (kind, err) = match self {
@@ -163,6 +179,32 @@ mod tests {
         for (refusal, frame, close) in table {
             assert_eq!(row(&refusal), (frame, close), "{refusal:?}");
         }
+    }
+
+    #[test]
+    fn claims_need_scope_subscribe_and_on_a_direct_socket_the_channel() {
+        use crate::core::auth::Scopes;
+        use crate::core::config::Config;
+        let alerts = Channel::parse("alerts", &Config::default()).unwrap();
+        let mut claims = Claims {
+            sub: None,
+            exp: None,
+            scopes: Scopes {
+                subscribe: true,
+                publish: false,
+            },
+            channels: Some(vec!["weather".into()]),
+        };
+        assert_eq!(Refusal::of_claims(&claims, None), None);
+        assert_eq!(
+            Refusal::of_claims(&claims, Some(&alerts)),
+            Some(Refusal::ChannelForbidden("alerts".into()))
+        );
+        claims.scopes.subscribe = false;
+        assert_eq!(
+            Refusal::of_claims(&claims, None),
+            Some(Refusal::NoSubscribeScope)
+        );
     }
 
     #[test]

@@ -498,6 +498,24 @@ impl Client {
         }
     }
 
+    /// Reads until the server's close frame, then asserts the connection is
+    /// over (the server ended TCP after the closing handshake) within 1 s,
+    /// as a client with default settings sees it.
+    pub async fn expect_prompt_close(&mut self) -> Closed {
+        let closed = self.expect_close().await;
+        let since = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(3), async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+        let took = since.elapsed();
+        assert!(
+            ended.is_ok() && took <= Duration::from_secs(1),
+            "the connection outlived its close frame ({closed:?}) by {took:?}"
+        );
+        closed
+    }
+
     /// Every JSON frame that arrives within `wait`, with its arrival time,
     /// and the close frame if the connection ended meanwhile.
     pub async fn frames_for(&mut self, wait: Duration) -> (Vec<(Instant, Value)>, Option<Closed>) {

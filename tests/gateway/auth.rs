@@ -20,7 +20,7 @@ async fn refused_with_token(token: &str) -> (serde_json::Value, Closed) {
     let gw = gateway();
     let mut c = Client::connect(gw, &format!("/ws/alerts?token={token}")).await;
     let first = c.next_json().await;
-    (first, c.expect_close().await)
+    (first, c.expect_prompt_close().await)
 }
 
 /// Sends `token` as the first `auth` message and returns the refusal and the close.
@@ -30,7 +30,7 @@ async fn refused_with_message(token: &str) -> (serde_json::Value, Closed) {
     c.expect("rate_limit_info").await;
     c.send_json(json!({"type": "auth", "token": token})).await;
     let first = c.next_json().await;
-    (first, c.expect_close().await)
+    (first, c.expect_prompt_close().await)
 }
 
 fn assert_refused(got: (serde_json::Value, Closed), kind: &str, code: &str, close: u16) {
@@ -136,7 +136,7 @@ async fn a_token_without_subscribe_scope_is_forbidden_4003() {
     let gw = gateway();
     let mut c = Client::connect(gw, &format!("/ws/alerts?token={t}")).await;
     c.expect_error("error", "FORBIDDEN").await;
-    assert_eq!(c.expect_close().await.code, 4003);
+    assert_eq!(c.expect_prompt_close().await.code, 4003);
 }
 
 #[tokio::test]
@@ -157,7 +157,28 @@ async fn a_channel_outside_the_claim_is_forbidden_4003() {
     let mut c = Client::connect(gw, &format!("/ws/accidents?token={t}")).await;
     let err = c.expect_error("error", "FORBIDDEN").await;
     assert_eq!(err["error"]["details"]["channel"], "accidents");
-    assert_eq!(c.expect_close().await.code, 4003);
+    assert_eq!(c.expect_prompt_close().await.code, 4003);
+}
+
+#[tokio::test]
+async fn a_multiplexed_socket_with_a_token_without_subscribe_scope_is_forbidden_4003() {
+    let t = token(TokenSpec {
+        scope: Some("publish".into()),
+        ..spec()
+    });
+    let mut c = Client::connect(gateway(), &format!("/ws?token={t}")).await;
+    c.expect_error("error", "FORBIDDEN").await;
+    assert_eq!(c.expect_prompt_close().await.code, 4003);
+}
+
+#[tokio::test]
+async fn a_bad_auth_message_on_a_multiplexed_socket_closes_at_once() {
+    let mut c = Client::connect(gateway(), "/ws").await;
+    c.expect("rate_limit_info").await;
+    c.send_json(json!({"type": "auth", "token": "nonsense"}))
+        .await;
+    c.expect_error("auth.failed", "AUTH_FAILED").await;
+    assert_eq!(c.expect_prompt_close().await.code, 4001);
 }
 
 #[tokio::test]
@@ -166,7 +187,7 @@ async fn without_a_channels_claim_namespaced_channels_are_forbidden() {
     let gw = gateway();
     let mut c = Client::connect(gw, &format!("/ws/conversation:c-1?token={t}")).await;
     c.expect_error("error", "FORBIDDEN").await;
-    assert_eq!(c.expect_close().await.code, 4003);
+    assert_eq!(c.expect_prompt_close().await.code, 4003);
 }
 
 #[tokio::test]
@@ -174,7 +195,7 @@ async fn an_unknown_channel_is_channel_not_found_4004() {
     let gw = gateway();
     let mut c = Client::connect(gw, &format!("/ws/nonsense?token={}", sub_token())).await;
     c.expect_error("error", "CHANNEL_NOT_FOUND").await;
-    assert_eq!(c.expect_close().await.code, 4004);
+    assert_eq!(c.expect_prompt_close().await.code, 4004);
 }
 
 #[tokio::test]
