@@ -1,7 +1,5 @@
 //! Multiplexed `/ws` sockets held by hub shards.
 
-use std::time::Duration;
-
 use futures_util::future::join_all;
 use serde_json::json;
 use uip_realtime::core::auth::TokenSpec;
