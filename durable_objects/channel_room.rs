@@ -339,7 +339,7 @@ impl ChannelRoom {
                 send_str(ws, &err.frame(ErrorFrame::Error, &ts));
             }
             Ok(ClientMessage::Auth { token }) => {
-                let verified = glue::verify(&self.env, &token, now);
+                let verified = glue::verify(&self.env, &token, now).await;
                 match (verified, Channel::parse(&session.channel, &self.config)) {
                     (Ok(claims), Ok(channel)) => {
                         return self

@@ -286,7 +286,7 @@ impl Hub {
             Ok(ClientMessage::ActionPing) => {
                 send_str(ws, &dialect::pong(&ts));
             }
-            Ok(ClientMessage::Auth { token }) => match glue::verify(&self.env, &token, now) {
+            Ok(ClientMessage::Auth { token }) => match glue::verify(&self.env, &token, now).await {
                 Ok(claims) => self.authenticate(ws, &mut session, &claims, false).await,
                 Err(e) => refuse(ws, Refusal::BadToken(e)),
             },

@@ -12,7 +12,7 @@ use worker::{
     Url, WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
 
-use crate::core::auth::{self, Claims};
+use crate::core::auth::Claims;
 use crate::core::config::Config;
 use crate::core::error::{to_json, ApiError, ErrorCode};
 use crate::core::filter::Filters;
@@ -41,19 +41,10 @@ pub fn config(env: &Env) -> Config {
     Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()))
 }
 
-/// The HS256 secret (`JWT_SECRET`, a secret or a var), empty when unset.
-pub fn jwt_secret(env: &Env) -> Vec<u8> {
-    env.secret("JWT_SECRET")
-        .map(|s| s.to_string())
-        .or_else(|_| env.var("JWT_SECRET").map(|v| v.to_string()))
-        .unwrap_or_default()
-        .into_bytes()
-}
-
 /// Verifies a client's token at `now_ms` with the configured keys and leeway.
-pub fn verify(env: &Env, token: &str, now_ms: i64) -> std::result::Result<Claims, ApiError> {
+pub async fn verify(env: &Env, token: &str, now_ms: i64) -> std::result::Result<Claims, ApiError> {
     let leeway = i64::from(config(env).jwt_leeway_s);
-    auth::verify(token, &jwt_secret(env), now_ms / 1000, leeway)
+    crate::keyring::verify(env, token, now_ms, leeway).await
 }
 
 /// The error for a message that needs an authenticated socket.

@@ -18,6 +18,8 @@ mod hub;
 #[path = "../durable_objects/hub_store.rs"]
 mod hub_store;
 #[cfg(target_arch = "wasm32")]
+mod keyring;
+#[cfg(target_arch = "wasm32")]
 mod locks;
 #[cfg(target_arch = "wasm32")]
 #[path = "../durable_objects/room_store.rs"]

@@ -161,7 +161,7 @@ async fn health(env: &Env) -> Result<Response> {
 }
 
 /// Verifies `Authorization: Bearer` for the HTTP API.
-fn bearer(req: &Request, env: &Env) -> std::result::Result<Claims, ApiError> {
+async fn bearer(req: &Request, env: &Env) -> std::result::Result<Claims, ApiError> {
     let header = req.headers().get("authorization").ok().flatten();
     let token = header
         .as_deref()
@@ -176,7 +176,7 @@ fn bearer(req: &Request, env: &Env) -> std::result::Result<Claims, ApiError> {
                 "missing 'Authorization: Bearer <token>'",
             )
         })?;
-    glue::verify(env, token, now_ms())
+    glue::verify(env, token, now_ms()).await
 }
 
 fn channel_from_path(raw: &str, config: &Config) -> std::result::Result<Channel, ApiError> {
@@ -206,7 +206,7 @@ fn upgrade_required() -> Result<Response> {
 /// at once, while one a Durable Object accepts with the hibernation API and
 /// closes before answering the upgrade outlives its close frame until the
 /// object hibernates.
-fn forward_upgrade(
+async fn forward_upgrade(
     req: &Request,
     env: &Env,
     headers: Headers,
@@ -215,7 +215,7 @@ fn forward_upgrade(
     let mut url = req.url()?;
     headers.set("upgrade", "websocket")?;
     if let Some((_, token)) = url.query_pairs().find(|(k, _)| k == "token") {
-        let claims = match glue::verify(env, &token, now_ms()) {
+        let claims = match glue::verify(env, &token, now_ms()).await {
             Ok(c) => c,
             Err(e) => return Ok(Err(refuse_upgrade(Refusal::BadToken(e))?)),
         };
@@ -241,7 +241,7 @@ async fn channel_socket(req: Request, env: &Env, raw: &str) -> Result<Response> 
     };
     let headers = Headers::new();
     headers.set(CHANNEL_HEADER, channel.name())?;
-    match forward_upgrade(&req, env, headers, Some(&channel))? {
+    match forward_upgrade(&req, env, headers, Some(&channel)).await? {
         Ok(forwarded) => {
             room(env, channel.name())?
                 .fetch_with_request(forwarded)
@@ -262,7 +262,7 @@ async fn hub_socket(req: Request, env: &Env) -> Result<Response> {
     let name = hub_name(shard);
     let headers = Headers::new();
     headers.set(HUB_HEADER, &name)?;
-    match forward_upgrade(&req, env, headers, None)? {
+    match forward_upgrade(&req, env, headers, None).await? {
         Ok(forwarded) => {
             env.durable_object(HUB_BINDING)?
                 .get_by_name(&name)?
@@ -278,7 +278,7 @@ async fn hub_socket(req: Request, env: &Env) -> Result<Response> {
 /// hub has subscribers for.
 async fn stats(req: Request, env: &Env) -> Result<Response> {
     let config = glue::config(env);
-    if let Err(e) = bearer(&req, env) {
+    if let Err(e) = bearer(&req, env).await {
         return error_response(&e);
     }
     #[derive(serde::Deserialize)]
@@ -345,7 +345,7 @@ async fn stats(req: Request, env: &Env) -> Result<Response> {
 /// token's `channels` claim; a history query is validated here.
 async fn channel_read(req: Request, env: &Env, raw: &str, what: RoomRoute) -> Result<Response> {
     let config = glue::config(env);
-    let claims = match bearer(&req, env) {
+    let claims = match bearer(&req, env).await {
         Ok(c) => c,
         Err(e) => return error_response(&e),
     };
@@ -369,7 +369,7 @@ async fn channel_read(req: Request, env: &Env, raw: &str, what: RoomRoute) -> Re
 
 async fn publish(mut req: Request, env: &Env) -> Result<Response> {
     let config = glue::config(env);
-    let claims = match bearer(&req, env) {
+    let claims = match bearer(&req, env).await {
         Ok(c) => c,
         Err(e) => return error_response(&e),
     };

@@ -1,14 +1,16 @@
-//! JWT checks (HS256 via `jwt-compact`) and the `scope` / `channels` claim rules.
+//! JWT checks (HS256, RS256 and ES256 via `jwt-compact`) and the `scope` /
+//! `channels` claim rules.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use jwt_compact::alg::{Hs256, Hs256Key};
+use jwt_compact::alg::{Es256, Hs256, Hs256Key, Rsa};
 use jwt_compact::{
-    AlgorithmExt, Claims as JwtClaims, Header, TimeOptions, UntrustedToken, ValidationError,
+    AlgorithmExt, Claims as JwtClaims, Header, TimeOptions, Token, UntrustedToken, ValidationError,
 };
 use serde::{Deserialize, Serialize};
 
 use super::channel::Channel;
 use super::error::{ApiError, ErrorCode};
+use super::keys::{KeySet, PublicKey};
 
 /// What a token lets its holder do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -55,32 +57,158 @@ fn at(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(secs, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
+/// The keys tokens are checked with.
+#[derive(Debug, Clone, Copy)]
+pub struct Keys<'a> {
+    /// The HS256 secret (`JWT_SECRET`); empty when unset.
+    pub secret: &'a [u8],
+    /// RS256/ES256 public keys, in the order they are tried.
+    pub public: &'a [&'a KeySet],
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rejection {
+    /// The token is refused (`AUTH_FAILED`, `AUTH_EXPIRED`, or `INTERNAL_ERROR`
+    /// when no key at all is configured).
+    Refused(ApiError),
+    /// Signed with a `kid` no configured key has: a fresher key set may know it.
+    UnknownKid(String),
+}
+
+impl From<ApiError> for Rejection {
+    fn from(e: ApiError) -> Self {
+        Rejection::Refused(e)
+    }
+}
+
+impl Rejection {
+    /// The client's error, once no refresh can help.
+    pub fn into_error(self) -> ApiError {
+        match self {
+            Rejection::Refused(e) => e,
+            Rejection::UnknownKid(kid) => {
+                failed(format!("no key is known for the token's kid '{kid}'")).with("kid", kid)
+            }
+        }
+    }
+}
+
 /// Verifies an HS256 token at `now_s` with `leeway_s` seconds of clock skew.
 ///
 /// Any token that is malformed, not HS256 (including `alg: none`), wrongly signed
 /// or not yet valid is `AUTH_FAILED`; one past `exp` + leeway is `AUTH_EXPIRED`.
 pub fn verify(token: &str, secret: &[u8], now_s: i64, leeway_s: i64) -> Result<Claims, ApiError> {
+    let keys = Keys {
+        secret,
+        public: &[],
+    };
+    verify_with(token, keys, now_s, leeway_s).map_err(Rejection::into_error)
+}
+
+/// Verifies a token signed with HS256 (the secret), RS256 or ES256 (a public
+/// key picked by `kid`). Any other `alg`, `none` included, is `AUTH_FAILED`,
+/// and so is an HS256 token whose `kid` names a public key (algorithm
+/// confusion).
+pub fn verify_with(
+    token: &str,
+    keys: Keys<'_>,
+    now_s: i64,
+    leeway_s: i64,
+) -> Result<Claims, Rejection> {
     if token.is_empty() {
-        return Err(failed("no token given"));
+        return Err(failed("no token given").into());
     }
-    if secret.is_empty() {
-        return Err(ApiError::internal("JWT_SECRET is not configured"));
+    let no_public = keys.public.iter().all(|s| s.is_empty());
+    if keys.secret.is_empty() && no_public {
+        return Err(ApiError::internal("no JWT_SECRET or public keys are configured").into());
     }
     let untrusted =
         UntrustedToken::new(token).map_err(|e| failed(format!("malformed token: {e}")))?;
-    let key = Hs256Key::new(secret);
-    let token = Hs256
-        .validator::<CustomClaims>(&key)
-        .validate(&untrusted)
-        .map_err(|e| match e {
-            ValidationError::AlgorithmMismatch { actual, .. } => {
-                failed(format!("algorithm '{actual}' is not accepted; use HS256"))
+    let kid = untrusted.header().key_id.clone();
+    let token = match untrusted.algorithm() {
+        "HS256" => {
+            if let Some(k) = kid
+                .as_deref()
+                .filter(|k| keys.public.iter().any(|s| s.has_kid(k)))
+            {
+                return Err(
+                    failed(format!("an HS256 token cannot name the public key '{k}'")).into(),
+                );
             }
-            ValidationError::InvalidSignature | ValidationError::InvalidSignatureLen { .. } => {
-                failed("invalid token signature")
+            if keys.secret.is_empty() {
+                return Err(failed("HS256 tokens are not accepted here").into());
             }
-            other => failed(format!("invalid token: {other}")),
-        })?;
+            Hs256
+                .validator::<CustomClaims>(&Hs256Key::new(keys.secret))
+                .validate(&untrusted)
+                .map_err(invalid)?
+        }
+        alg @ ("RS256" | "ES256") => {
+            let candidates: Vec<&PublicKey> = keys
+                .public
+                .iter()
+                .flat_map(|s| s.candidates(kid.as_deref()))
+                .filter(|k| {
+                    matches!(
+                        (alg, k),
+                        ("RS256", PublicKey::Rsa(_)) | ("ES256", PublicKey::P256(_))
+                    )
+                })
+                .collect();
+            if candidates.is_empty() {
+                return Err(match kid {
+                    Some(kid) if !keys.public.iter().any(|s| s.has_kid(&kid)) => {
+                        Rejection::UnknownKid(kid)
+                    }
+                    Some(kid) => failed(format!("the key '{kid}' is not an {alg} key")).into(),
+                    None => failed(format!("no {alg} key is configured")).into(),
+                });
+            }
+            let mut last = failed("invalid token signature");
+            let mut valid = None;
+            for key in candidates {
+                let checked = match key {
+                    PublicKey::Rsa(k) => Rsa::rs256()
+                        .validator::<CustomClaims>(k)
+                        .validate(&untrusted),
+                    PublicKey::P256(k) => Es256.validator::<CustomClaims>(k).validate(&untrusted),
+                };
+                match checked {
+                    Ok(t) => {
+                        valid = Some(t);
+                        break;
+                    }
+                    Err(e) => last = invalid(e),
+                }
+            }
+            valid.ok_or(last)?
+        }
+        other => {
+            return Err(failed(format!(
+                "algorithm '{other}' is not accepted; use HS256, RS256 or ES256"
+            ))
+            .into())
+        }
+    };
+    Ok(claims_of(&token, now_s, leeway_s)?)
+}
+
+fn invalid(e: ValidationError) -> ApiError {
+    match e {
+        ValidationError::AlgorithmMismatch { actual, .. } => {
+            failed(format!("algorithm '{actual}' is not accepted"))
+        }
+        ValidationError::InvalidSignature | ValidationError::InvalidSignatureLen { .. } => {
+            failed("invalid token signature")
+        }
+        other => failed(format!("invalid token: {other}")),
+    }
+}
+
+/// The time checks and the claims the gateway reads, of a token whose
+/// signature was verified.
+fn claims_of(token: &Token<CustomClaims>, now_s: i64, leeway_s: i64) -> Result<Claims, ApiError> {
     let claims = token.claims();
     let options = TimeOptions::new(TimeDelta::seconds(leeway_s), move || at(now_s));
     if claims.expiration.is_some() {
@@ -168,8 +296,21 @@ pub struct TokenSpec {
     pub nbf: Option<i64>,
 }
 
+/// A key to sign a token with (the dev-token tool and the tests).
+#[derive(Debug, Clone, Copy)]
+pub enum Signer<'a> {
+    Hs256(&'a [u8]),
+    Rs256(&'a rsa::RsaPrivateKey),
+    Es256(&'a p256::ecdsa::SigningKey),
+}
+
 /// Signs an HS256 token.
 pub fn mint(spec: &TokenSpec, secret: &[u8]) -> String {
+    mint_signed(spec, Signer::Hs256(secret), None)
+}
+
+/// Signs a token with `signer`, naming `kid` in its header.
+pub fn mint_signed(spec: &TokenSpec, signer: Signer<'_>, kid: Option<&str>) -> String {
     let mut claims = JwtClaims::new(CustomClaims {
         sub: spec.sub.clone(),
         scope: spec.scope.clone().map(ScopeClaim::Text),
@@ -177,11 +318,17 @@ pub fn mint(spec: &TokenSpec, secret: &[u8]) -> String {
     });
     claims.expiration = spec.exp.map(at);
     claims.not_before = spec.nbf.map(at);
-    let key = Hs256Key::new(secret);
-    // Signing HMAC over serializable claims has no failure mode but serde's.
-    Hs256
-        .token(&Header::empty(), &claims, &key)
-        .unwrap_or_default()
+    let header = match kid {
+        Some(k) => Header::empty().with_key_id(k),
+        None => Header::empty(),
+    };
+    // Signing serializable claims has no failure mode but serde's.
+    match signer {
+        Signer::Hs256(secret) => Hs256.token(&header, &claims, &Hs256Key::new(secret)),
+        Signer::Rs256(key) => Rsa::rs256().token(&header, &claims, key),
+        Signer::Es256(key) => Es256.token(&header, &claims, key),
+    }
+    .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -289,6 +436,117 @@ mod tests {
             code(verify(&mint(&s, SECRET), SECRET, NOW, 30)),
             ErrorCode::AuthFailed
         );
+    }
+
+    mod public_keys {
+        use std::sync::OnceLock;
+
+        use super::*;
+        use crate::core::keys::KeySet;
+        use jwt_compact::jwk::JsonWebKey;
+
+        fn rsa_key() -> &'static rsa::RsaPrivateKey {
+            static KEY: OnceLock<rsa::RsaPrivateKey> = OnceLock::new();
+            KEY.get_or_init(|| rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap())
+        }
+
+        fn ec_key(seed: u8) -> p256::ecdsa::SigningKey {
+            p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap()
+        }
+
+        fn jwks() -> KeySet {
+            let rsa_pub = rsa_key().to_public_key();
+            let mut r = serde_json::to_value(JsonWebKey::from(&rsa_pub)).unwrap();
+            r["kid"] = "rsa-1".into();
+            let mut e = serde_json::to_value(JsonWebKey::from(ec_key(7).verifying_key())).unwrap();
+            e["kid"] = "ec-1".into();
+            KeySet::from_jwks(&serde_json::json!({"keys": [r, e]}).to_string()).unwrap()
+        }
+
+        fn check(token: &str, set: &KeySet) -> Result<Claims, Rejection> {
+            let sets = [set];
+            let keys = Keys {
+                secret: SECRET,
+                public: &sets,
+            };
+            verify_with(token, keys, NOW, 30)
+        }
+
+        fn refused(r: Result<Claims, Rejection>) -> ApiError {
+            match r {
+                Err(Rejection::Refused(e)) => e,
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        }
+
+        #[test]
+        fn rs256_and_es256_tokens_verify_with_the_key_their_kid_names() {
+            let set = jwks();
+            let t = mint_signed(&spec(), Signer::Rs256(rsa_key()), Some("rsa-1"));
+            assert_eq!(check(&t, &set).unwrap().sub.as_deref(), Some("u1"));
+            let t = mint_signed(&spec(), Signer::Es256(&ec_key(7)), Some("ec-1"));
+            assert_eq!(check(&t, &set).unwrap().sub.as_deref(), Some("u1"));
+        }
+
+        #[test]
+        fn hs256_keeps_working_beside_public_keys() {
+            assert!(check(&mint(&spec(), SECRET), &jwks()).is_ok());
+        }
+
+        #[test]
+        fn an_hs256_token_naming_a_public_key_is_refused() {
+            let t = mint_signed(&spec(), Signer::Hs256(SECRET), Some("rsa-1"));
+            let e = refused(check(&t, &jwks()));
+            assert_eq!(e.code, ErrorCode::AuthFailed);
+            assert!(e.message.contains("rsa-1"), "{}", e.message);
+        }
+
+        #[test]
+        fn a_wrong_key_for_the_kid_is_refused() {
+            let t = mint_signed(&spec(), Signer::Es256(&ec_key(8)), Some("ec-1"));
+            assert_eq!(
+                refused(check(&t, &jwks())).message,
+                "invalid token signature"
+            );
+        }
+
+        #[test]
+        fn an_algorithm_that_does_not_fit_the_kid_is_refused() {
+            let t = mint_signed(&spec(), Signer::Es256(&ec_key(7)), Some("rsa-1"));
+            assert!(refused(check(&t, &jwks()))
+                .message
+                .contains("not an ES256 key"));
+        }
+
+        #[test]
+        fn an_unknown_kid_asks_for_a_fresher_key_set() {
+            let t = mint_signed(&spec(), Signer::Es256(&ec_key(7)), Some("ec-2"));
+            assert_eq!(
+                check(&t, &jwks()),
+                Err(Rejection::UnknownKid("ec-2".into()))
+            );
+            let e = Rejection::UnknownKid("ec-2".into()).into_error();
+            assert_eq!(e.code, ErrorCode::AuthFailed);
+        }
+
+        #[test]
+        fn expiry_applies_to_public_key_tokens_too() {
+            let mut s = spec();
+            s.exp = Some(NOW - 60);
+            let t = mint_signed(&s, Signer::Es256(&ec_key(7)), Some("ec-1"));
+            assert_eq!(refused(check(&t, &jwks())).code, ErrorCode::AuthExpired);
+        }
+
+        #[test]
+        fn other_algorithms_are_refused() {
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let t = format!(
+                "{}.{}.c2ln",
+                b64.encode(r#"{"alg":"HS512","kid":"rsa-1"}"#),
+                b64.encode(r#"{"sub":"x"}"#)
+            );
+            assert!(refused(check(&t, &jwks())).message.contains("HS512"));
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod filter;
 pub mod gap;
 pub mod history;
 pub mod internal;
+pub mod keys;
 pub mod limits;
 pub mod protocol;
 pub mod publish;

@@ -568,3 +568,147 @@ impl Client {
         let _ = tokio::time::timeout(WAIT, self.ws.close(None)).await;
     }
 }
+
+// ---- public keys and a JWKS server ----
+
+/// Keys the tests sign RS256/ES256 tokens with, made once per test binary.
+pub struct TestKeys {
+    /// Configured as PEM in `JWT_PUBLIC_KEYS`, without a `kid`.
+    pub pem_rsa: rsa::RsaPrivateKey,
+    /// Published in the JWKS as `rsa-j`.
+    pub jwks_rsa: rsa::RsaPrivateKey,
+    /// Published in the JWKS as `ec-a` and `ec-b`.
+    pub ec_a: p256::ecdsa::SigningKey,
+    pub ec_b: p256::ecdsa::SigningKey,
+}
+
+pub fn test_keys() -> &'static TestKeys {
+    static KEYS: OnceLock<TestKeys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut rng = rsa::rand_core::OsRng;
+        TestKeys {
+            pem_rsa: rsa::RsaPrivateKey::new(&mut rng, 2048).expect("RSA key"),
+            jwks_rsa: rsa::RsaPrivateKey::new(&mut rng, 2048).expect("RSA key"),
+            ec_a: p256::ecdsa::SigningKey::random(&mut rng),
+            ec_b: p256::ecdsa::SigningKey::random(&mut rng),
+        }
+    })
+}
+
+/// A public JWK with its `kid`.
+pub fn jwk(key: jwt_compact::jwk::JsonWebKey<'_>, kid: &str) -> Value {
+    let mut v = serde_json::to_value(key).expect("JWK");
+    v["kid"] = kid.into();
+    v
+}
+
+/// What the test JWKS server answers.
+#[derive(Debug, Clone)]
+pub enum JwksAnswer {
+    /// 200 with this body.
+    Body(String),
+    /// 500.
+    Down,
+    /// Waits this long, then 200 with an empty key set.
+    Slow(Duration),
+}
+
+/// A JWK set document of these keys.
+pub fn jwks_doc(keys: Vec<Value>) -> String {
+    json!({ "keys": keys }).to_string()
+}
+
+/// An HTTP server on loopback answering every request with the current
+/// [`JwksAnswer`]; it lives as long as the test binary.
+pub struct JwksServer {
+    pub url: String,
+    answer: std::sync::Arc<std::sync::Mutex<JwksAnswer>>,
+}
+
+impl JwksServer {
+    pub fn start(first: JwksAnswer) -> JwksServer {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("JWKS listener");
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let answer = std::sync::Arc::new(std::sync::Mutex::new(first));
+        let shared = answer.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let answer = shared.lock().unwrap().clone();
+                std::thread::spawn(move || {
+                    let mut conn = conn;
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf);
+                    let (status, body) = match answer {
+                        JwksAnswer::Body(b) => ("200 OK", b),
+                        JwksAnswer::Down => ("500 Internal Server Error", "{}".to_owned()),
+                        JwksAnswer::Slow(d) => {
+                            std::thread::sleep(d);
+                            ("200 OK", jwks_doc(vec![]))
+                        }
+                    };
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        JwksServer { url, answer }
+    }
+
+    pub fn answer(&self, a: JwksAnswer) {
+        *self.answer.lock().unwrap() = a;
+    }
+}
+
+/// The JWKS every public-key test may rely on: `rsa-j` and `ec-a`.
+pub fn standard_jwks() -> String {
+    let k = test_keys();
+    jwks_doc(vec![
+        jwk((&k.jwks_rsa.to_public_key()).into(), "rsa-j"),
+        jwk(k.ec_a.verifying_key().into(), "ec-a"),
+    ])
+}
+
+fn pem_of(key: &rsa::RsaPrivateKey) -> String {
+    use rsa::pkcs8::EncodePublicKey;
+    key.to_public_key()
+        .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+        .expect("PEM")
+}
+
+/// A gateway that takes HS256, the PEM key and the standard JWKS.
+pub fn keys_gateway() -> &'static Gateway {
+    static GW: OnceLock<(JwksServer, Gateway)> = OnceLock::new();
+    &GW.get_or_init(|| {
+        let server = JwksServer::start(JwksAnswer::Body(standard_jwks()));
+        let pem = pem_of(&test_keys().pem_rsa);
+        let gw = Gateway::start(
+            &state_dir("keys"),
+            &[
+                ("JWT_PUBLIC_KEYS", pem.as_str()),
+                ("JWT_JWKS_URL", server.url.as_str()),
+            ],
+        );
+        (server, gw)
+    })
+    .1
+}
+
+/// A gateway whose JWKS the test changes, refreshed at most once a second.
+pub fn rotating_keys_gateway() -> &'static (JwksServer, Gateway) {
+    static GW: OnceLock<(JwksServer, Gateway)> = OnceLock::new();
+    GW.get_or_init(|| {
+        let server = JwksServer::start(JwksAnswer::Body(standard_jwks()));
+        let gw = Gateway::start(
+            &state_dir("rotating"),
+            &[
+                ("JWT_JWKS_URL", server.url.as_str()),
+                ("JWKS_REFRESH_S", "1"),
+            ],
+        );
+        (server, gw)
+    })
+}

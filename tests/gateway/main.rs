@@ -11,6 +11,7 @@ mod dialect;
 mod fanout;
 mod faults;
 mod hub;
+mod keys;
 mod liveness;
 mod persistence;
 mod protocol;
