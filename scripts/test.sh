@@ -16,3 +16,6 @@ bash scripts/build.sh
 log "unit and integration tests"
 # The tests start their own wrangler instances on free ports from this bundle.
 UIP_SKIP_BUILD=1 cargo test --all-targets "$@"
+log "browser tests (Debian's Chromium through playwright-core)"
+ensure_chromium
+UIP_SKIP_BUILD=1 node --test tests/browser/

@@ -45,6 +45,19 @@ if [ ! -x "$ROOT/node_modules/.bin/wrangler" ] || [ "$ROOT/package-lock.json" -n
   (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
 
+# ensure_chromium: Debian's Chromium for the browser tests (nothing is
+# downloaded by the test tools themselves); installed with apt when missing.
+ensure_chromium() {
+  if [ -x /usr/bin/chromium ]; then
+    return
+  fi
+  log "installing Debian's chromium (one-time)"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2
+}
+
 export PATH="$TOOLS_BIN:$ROOT/node_modules/.bin:$PATH"
 # worker-build would download these from GitHub; point it at the local ones.
 export WASM_BINDGEN_BIN="$TOOLS_BIN/wasm-bindgen"
