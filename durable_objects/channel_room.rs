@@ -233,7 +233,7 @@ impl ChannelRoom {
         let ws = pair.server;
         self.state.accept_web_socket(&ws);
         let mut session = Session::new(
-            Conn::new(connection_id(), now_ms(), batch),
+            Conn::new(connection_id("direct"), now_ms(), batch),
             channel.name().to_owned(),
         );
         if let Some((_, raw)) = url.query_pairs().find(|(k, _)| k == "since") {

@@ -205,7 +205,11 @@ impl Hub {
         let ws = pair.server;
         self.state.accept_web_socket(&ws);
         let mut session = HubSession {
-            conn: Conn::new(connection_id(), now_ms(), batch),
+            conn: Conn::new(
+                connection_id(&self.store.name().unwrap_or_else(|| "hub".into())),
+                now_ms(),
+                batch,
+            ),
             dialect,
         };
         self.invalidate();

@@ -73,7 +73,7 @@ bench() {
 
 for n in 100 1000; do
   m=$(( n == 100 ? 400 : 200 ))
-  for rate in 100 0; do
+  for rate in 20 100 0; do
     bench gateway proxy "$GW_PORT" "$GW_RT,$GW_PX" multiplexed "$n" "$m" "$rate" 1 0
     bench gateway proxy "$GW_PORT" "$GW_RT,$GW_PX" direct "$n" "$m" "$rate" 1 0
     bench gateway workerd "$GW_DIRECT" "$GW_RT" multiplexed "$n" "$m" "$rate" 1 0

@@ -161,11 +161,12 @@ pub fn save<T: serde::Serialize>(ws: &WebSocket, value: &T) -> bool {
     text.len() <= MAX_ATTACHMENT_BYTES && ws.serialize_attachment(text).is_ok()
 }
 
-/// A random connection id.
-pub fn connection_id() -> String {
+/// A random connection id, prefixed with what holds the socket (a hub's
+/// name, or `direct`), so operators and tests can tell where it lives.
+pub fn connection_id(holder: &str) -> String {
     let a = (js_sys::Math::random() * 4_294_967_296.0) as u64;
     let b = (js_sys::Math::random() * 4_294_967_296.0) as u64;
-    format!("{a:08x}{b:08x}")
+    format!("{holder}.{a:08x}{b:08x}")
 }
 
 /// An absolute alarm time (an `i64` alone would be read as an offset).

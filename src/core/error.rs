@@ -289,13 +289,27 @@ mod tests {
 
     #[test]
     fn every_code_maps_to_its_wire_name_and_status() {
-        assert_eq!(
-            serde_json::to_value(ErrorCode::RateLimitExceeded).unwrap(),
-            "RATE_LIMIT_EXCEEDED"
-        );
-        assert_eq!(ErrorCode::ChannelNotFound.http_status(), 404);
-        assert_eq!(ErrorCode::Overloaded.http_status(), 503);
-        assert_eq!(ErrorCode::MethodNotAllowed.as_str(), "METHOD_NOT_ALLOWED");
+        let table = [
+            (ErrorCode::AuthFailed, "AUTH_FAILED", 401),
+            (ErrorCode::AuthExpired, "AUTH_EXPIRED", 401),
+            (ErrorCode::SubscriptionFailed, "SUBSCRIPTION_FAILED", 400),
+            (ErrorCode::RateLimitExceeded, "RATE_LIMIT_EXCEEDED", 429),
+            (ErrorCode::InvalidMessage, "INVALID_MESSAGE", 400),
+            (ErrorCode::ChannelNotFound, "CHANNEL_NOT_FOUND", 404),
+            (ErrorCode::MaxSubscriptions, "MAX_SUBSCRIPTIONS", 400),
+            (ErrorCode::Forbidden, "FORBIDDEN", 403),
+            (ErrorCode::MessageTooLarge, "MESSAGE_TOO_LARGE", 413),
+            (ErrorCode::Overloaded, "OVERLOADED", 503),
+            (ErrorCode::InternalError, "INTERNAL_ERROR", 500),
+            (ErrorCode::NotFound, "NOT_FOUND", 404),
+            (ErrorCode::MethodNotAllowed, "METHOD_NOT_ALLOWED", 405),
+            (ErrorCode::UpgradeRequired, "UPGRADE_REQUIRED", 426),
+        ];
+        for (code, name, status) in table {
+            assert_eq!(code.as_str(), name);
+            assert_eq!(serde_json::to_value(code).unwrap(), name);
+            assert_eq!(code.http_status(), status, "{name}");
+        }
     }
 
     #[test]

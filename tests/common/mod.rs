@@ -350,6 +350,8 @@ fn probe(url: &str) -> std::io::Result<u16> {
 /// A test WebSocket client with bounded waits.
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// From `auth.success`, once read by a connect helper.
+    pub connection_id: Option<String>,
 }
 
 /// How a connection ended, as the client saw it.
@@ -366,7 +368,10 @@ impl Client {
             .await
             .unwrap_or_else(|_| panic!("connect {path} timed out"))
             .unwrap_or_else(|e| panic!("connect {path}: {e}"));
-        Client { ws }
+        Client {
+            ws,
+            connection_id: None,
+        }
     }
 
     /// Connects to `/ws/{channel}` with a token and reads the connect sequence
@@ -383,9 +388,18 @@ impl Client {
     /// Connects to `/ws?token=…` and reads `auth.success` and `rate_limit_info`.
     pub async fn multiplexed(gw: &Gateway, token: &str) -> Client {
         let mut c = Client::connect(gw, &format!("/ws?token={token}")).await;
-        c.expect("auth.success").await;
+        let ok = c.expect("auth.success").await;
+        c.connection_id = ok["data"]["connection_id"].as_str().map(str::to_owned);
         c.expect("rate_limit_info").await;
         c
+    }
+
+    /// The hub shard holding this socket, from its connection id.
+    pub fn hub(&self) -> Option<&str> {
+        self.connection_id
+            .as_deref()
+            .and_then(|id| id.split_once('.'))
+            .map(|(hub, _)| hub)
     }
 
     /// Subscribes to `channel` with `filters` and returns the `snapshot` (or

@@ -33,6 +33,9 @@ async fn every_socket_gets_every_acknowledged_event_once_in_order_while_pushes_f
         c.subscribe(&chat, json!(null)).await;
         hub_clients.push(c);
     }
+    let hubs: std::collections::BTreeSet<&str> =
+        hub_clients.iter().filter_map(Client::hub).collect();
+    assert!(hubs.len() >= 2, "sockets landed on {hubs:?}");
     let (direct, _) = Client::subscribed(gw, &chat, &sub_token()).await;
     let publishers: Vec<_> = (0..4)
         .map(|p| {
