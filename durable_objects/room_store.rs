@@ -154,10 +154,15 @@ impl RoomStore {
     /// again since then: a "no subscribers" answer to a push that left before
     /// the hub's latest attach is stale.
     pub fn unregister_hub(&self, name: &str, attached_before: Option<i64>) -> Result<()> {
-        self.sql.exec(
-            "DELETE FROM hub_links WHERE name = ? AND attached_ms < ?",
-            vec![text(name), int(attached_before.unwrap_or(i64::MAX))],
-        )?;
+        match attached_before {
+            Some(t) => self.sql.exec(
+                "DELETE FROM hub_links WHERE name = ? AND attached_ms < ?",
+                vec![text(name), int(t)],
+            )?,
+            None => self
+                .sql
+                .exec("DELETE FROM hub_links WHERE name = ?", vec![text(name)])?,
+        };
         self.hubs.replace(None);
         Ok(())
     }

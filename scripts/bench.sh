@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The benchmark: `npm run bench` (N = 100 and 1000, through wrangler's proxy and
-# straight to the worker's workerd), `npm run bench -- --full` (adds N = 5000 and
+# The benchmark: `npm run bench` (N = 100 and 1000, through wrangler's proxy,
+# straight to the worker's workerd, and under bare workerd without wrangler), `npm run bench -- --full` (adds N = 5000 and
 # 10000 straight to workerd: through the proxy they would need ~5.5 fds each). Servers run pinned to
 # core 0, the load generator to core 1; loopback only; every phase of every run
 # is bounded by uip-bench's --phase-timeout-s. Results: bench/results/*.jsonl,
@@ -46,12 +46,24 @@ setsid taskset -c 0 env UIP_SKIP_BUILD=1 wrangler dev --ip 127.0.0.1 --port "$GW
 setsid taskset -c 0 wrangler dev -c bench/baselines/js-do/wrangler.toml --ip 127.0.0.1 --port "$JS_PORT" \
   --inspector-port "$(free_port)" --persist-to "$STATE/js" --log-level error > "$STATE/js.log" 2>&1 & PIDS+=($!)
 setsid taskset -c 0 env PORT="$NODE_PORT" node bench/baselines/node-ws/server.js > "$STATE/node.log" 2>&1 & PIDS+=($!)
+# The same two workers under bare workerd, the runtime users deploy to: no proxy,
+# dev registry or inspector between the objects (see BENCHMARKS.md).
+GW_BARE_PORT=$(free_port); JS_BARE_PORT=$(free_port)
+setsid taskset -c 0 bash scripts/bare-workerd.sh wrangler.toml "$GW_BARE_PORT" "$STATE/gw-bare" \
+  DO CHANNEL_ROOM=ChannelRoom DO HUB=Hub VAR "JWT_SECRET=$SECRET" VAR MAX_MESSAGES_PER_MINUTE=100000 \
+  VAR BURST_LIMIT=100000 > "$STATE/gw-bare.log" 2>&1 & PIDS+=($!)
+setsid taskset -c 0 bash scripts/bare-workerd.sh bench/baselines/js-do/wrangler.toml "$JS_BARE_PORT" "$STATE/js-bare" \
+  DO CHANNEL=Channel > "$STATE/js-bare.log" 2>&1 & PIDS+=($!)
 wait_http "http://127.0.0.1:$GW_PORT/healthz"
 wait_http "http://127.0.0.1:$JS_PORT/"
 wait_http "http://127.0.0.1:$NODE_PORT/"
 GW_RT=$(workerd_runtime "${PIDS[0]}"); GW_PX=$(workerd_proxy "${PIDS[0]}" "$GW_PORT")
 JS_RT=$(workerd_runtime "${PIDS[1]}"); JS_PX=$(workerd_proxy "${PIDS[1]}" "$JS_PORT")
 NODE_PID=$(pgrep -g "${PIDS[2]}" -x node | head -1)
+wait_http "http://127.0.0.1:$GW_BARE_PORT/healthz"
+wait_http "http://127.0.0.1:$JS_BARE_PORT/"
+GW_BARE=$(pgrep -f "workerd serve --experimental $STATE/gw-bare/config.capnp" | head -1)
+JS_BARE=$(pgrep -f "workerd serve --experimental $STATE/js-bare/config.capnp" | head -1)
 GW_DIRECT=$(runtime_port "$GW_RT" /healthz '"ok"'); JS_DIRECT=$(runtime_port "$JS_RT" /nowhere 'not found')
 log "gateway :$GW_PORT (proxy $GW_PX, runtime $GW_RT on :$GW_DIRECT); js-do :$JS_PORT (proxy $JS_PX, runtime $JS_RT on :$JS_DIRECT); node :$NODE_PORT ($NODE_PID)"
 
@@ -80,6 +92,11 @@ for n in 100 1000; do
     bench gateway workerd "$GW_DIRECT" "$GW_RT" direct "$n" "$m" "$rate" 1 0
     bench gateway workerd "$GW_DIRECT" "$GW_RT" multiplexed "$n" "$m" "$rate" 10 1
     bench gateway workerd "$GW_DIRECT" "$GW_RT" direct "$n" "$m" "$rate" 10 1
+    bench gateway bare "$GW_BARE_PORT" "$GW_BARE" multiplexed "$n" "$m" "$rate" 1 0
+    bench gateway bare "$GW_BARE_PORT" "$GW_BARE" direct "$n" "$m" "$rate" 1 0
+    bench gateway bare "$GW_BARE_PORT" "$GW_BARE" multiplexed "$n" "$m" "$rate" 10 1
+    bench gateway bare "$GW_BARE_PORT" "$GW_BARE" direct "$n" "$m" "$rate" 1 1
+    bench js-do bare "$JS_BARE_PORT" "$JS_BARE" direct "$n" "$m" "$rate" 1 0
     bench js-do proxy "$JS_PORT" "$JS_RT,$JS_PX" direct "$n" "$m" "$rate" 1 0
     bench js-do workerd "$JS_DIRECT" "$JS_RT" direct "$n" "$m" "$rate" 1 0
     bench node node "$NODE_PORT" "$NODE_PID" multiplexed "$n" "$m" "$rate" 1 0

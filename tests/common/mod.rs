@@ -482,9 +482,10 @@ impl Client {
         }
     }
 
-    /// Reads the next message and asserts it is an error with `code`.
+    /// Reads the next reply (skipping other tests' pushes) and asserts it is
+    /// an error with `code`.
     pub async fn expect_error(&mut self, kind: &str, code: &str) -> Value {
-        let m = self.expect(kind).await;
+        let m = self.expect_reply(kind).await;
         assert_eq!(m["error"]["code"], code, "got {m}");
         m
     }

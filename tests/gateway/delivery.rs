@@ -37,13 +37,15 @@ fn chrono_like(ts: &str) -> bool {
 #[tokio::test]
 async fn a_filter_drops_events_it_does_not_match() {
     let gw = gateway();
+    // A severity no other test publishes, so only this test's events pass.
+    let severity = unique("critical-");
     let (mut c, _) = Client::subscribed(gw, "accidents", &sub_token()).await;
     c.send_json(
-        json!({"type": "subscribe", "channel": "accidents", "filters": {"severity": ["critical"]}}),
+        json!({"type": "subscribe", "channel": "accidents", "filters": {"severity": [severity]}}),
     )
     .await;
     let sub = c.expect_reply("subscribed").await;
-    assert_eq!(sub["data"]["filters"], json!({"severity": ["critical"]}));
+    assert_eq!(sub["data"]["filters"], json!({"severity": [severity]}));
     c.expect_reply("snapshot").await;
 
     let minor = unique("ACC_minor_");
@@ -59,7 +61,7 @@ async fn a_filter_drops_events_it_does_not_match() {
         gw,
         "accidents",
         "accidents.new",
-        json!({"id": critical, "severity": "critical"}),
+        json!({"id": critical, "severity": severity}),
     )
     .await;
 
@@ -71,9 +73,10 @@ async fn a_filter_drops_events_it_does_not_match() {
 #[tokio::test]
 async fn a_resolved_accident_still_reaches_a_severity_subscriber_through_the_merged_view() {
     let gw = gateway();
+    let severity = unique("severe-");
     let (mut c, _) = Client::subscribed(gw, "accidents", &sub_token()).await;
     c.send_json(
-        json!({"type": "subscribe", "channel": "accidents", "filters": {"severity": ["severe"]}}),
+        json!({"type": "subscribe", "channel": "accidents", "filters": {"severity": [severity]}}),
     )
     .await;
     c.expect_reply("subscribed").await;
@@ -83,7 +86,7 @@ async fn a_resolved_accident_still_reaches_a_severity_subscriber_through_the_mer
         gw,
         "accidents",
         "accidents.new",
-        json!({"id": id, "severity": "severe"}),
+        json!({"id": id, "severity": severity}),
     )
     .await;
     publish_ok(

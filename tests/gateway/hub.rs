@@ -247,19 +247,8 @@ async fn a_frame_over_one_mebibyte_is_message_too_large_and_closes_1009() {
     let mut c = Client::multiplexed(gw, &sub_token()).await;
     let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "a".repeat(1 << 20));
     c.send_text(&big).await;
-    let closed = loop {
-        match c.next_frame(WAIT).await {
-            Some(tokio_tungstenite::tungstenite::Message::Text(t)) => {
-                let m: serde_json::Value = serde_json::from_str(&t).unwrap();
-                assert_eq!(m["error"]["code"], "MESSAGE_TOO_LARGE", "{m}");
-            }
-            Some(tokio_tungstenite::tungstenite::Message::Close(f)) => {
-                break f.map(|f| u16::from(f.code))
-            }
-            other => panic!("expected an error and a close, got {other:?}"),
-        }
-    };
-    assert_eq!(closed, Some(1009));
+    c.expect_error("error", "MESSAGE_TOO_LARGE").await;
+    assert_eq!(c.expect_prompt_close().await.code, 1009);
 }
 
 #[tokio::test]

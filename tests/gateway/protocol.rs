@@ -7,7 +7,8 @@ use crate::common::*;
 #[tokio::test]
 async fn the_exact_ping_gets_the_exact_pong() {
     let gw = gateway();
-    let (mut c, _) = Client::subscribed(gw, "weather", &sub_token()).await;
+    let quiet = format!("conversation:{}", unique("ping"));
+    let (mut c, _) = Client::subscribed(gw, &quiet, &sub_token()).await;
     c.send_text(r#"{"type":"ping"}"#).await;
     match c.next_frame(WAIT).await {
         Some(tokio_tungstenite::tungstenite::Message::Text(t)) => {
@@ -22,7 +23,7 @@ async fn a_ping_written_differently_gets_a_pong_with_timestamp() {
     let gw = gateway();
     let (mut c, _) = Client::subscribed(gw, "weather", &sub_token()).await;
     c.send_text(r#"{ "type": "ping" }"#).await;
-    let pong = c.expect("pong").await;
+    let pong = c.expect_reply("pong").await;
     assert!(pong["timestamp"].is_string());
     assert_eq!(pong["data"], json!({}));
 }
@@ -34,7 +35,7 @@ async fn invalid_json_is_invalid_message_and_the_connection_stays_usable() {
     c.send_text("{not json").await;
     c.expect_error("error", "INVALID_MESSAGE").await;
     c.send_text(r#"{"type":"ping","again":true}"#).await;
-    c.expect("pong").await;
+    c.expect_reply("pong").await;
 }
 
 #[tokio::test]
@@ -48,7 +49,7 @@ async fn an_unknown_message_type_is_invalid_message_and_the_connection_stays_usa
         json!({"type": "subscribe", "channel": "weather", "filters": {"alerts_only": true}}),
     )
     .await;
-    c.expect("subscribed").await;
+    c.expect_reply("subscribed").await;
 }
 
 #[tokio::test]
@@ -82,7 +83,7 @@ async fn bad_fields_and_filters_are_invalid_message_naming_the_field() {
         assert_eq!(e["error"]["details"]["field"], field, "for {msg}: {e}");
     }
     c.send_text(r#"{"type":"ping","still":"here"}"#).await;
-    c.expect("pong").await;
+    c.expect_reply("pong").await;
 }
 
 #[tokio::test]
