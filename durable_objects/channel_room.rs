@@ -34,8 +34,9 @@ use crate::core::session::{Conn, Session};
 use crate::core::subscriptions::subscription_frames;
 use crate::core::time::rfc3339_ms;
 use crate::glue::{
-    self, accept_claims, admit, await_auth, connection_id, error_response, fan_out, load, now_ms,
-    now_rfc3339, ok_json, refuse, save, send_str, storage_failed, wake_by, Outgoing, Target,
+    self, accept_claims, admit, await_auth, batch_matches, connection_id, error_response, fan_out,
+    load, now_ms, now_rfc3339, ok_json, refuse, save, send_flush, send_str, storage_failed,
+    wake_by, Audience, Outbox, Outgoing, Queued, Target,
 };
 use crate::room_store::{HubLink, RoomStore};
 
@@ -59,6 +60,8 @@ pub struct ChannelRoom {
     publishing: Cell<usize>,
     /// Pushes to hubs so far (for the test-only dropped-delivery fault).
     pushes: Cell<u64>,
+    /// Events waiting to go to `?batch=1` sockets in one frame.
+    outbox: RefCell<Outbox>,
 }
 
 impl DurableObject for ChannelRoom {
@@ -81,6 +84,7 @@ impl DurableObject for ChannelRoom {
             hub_stubs: RefCell::new(HashMap::new()),
             publishing: Cell::new(0),
             pushes: Cell::new(0),
+            outbox: RefCell::new(Outbox::default()),
         }
     }
 
@@ -106,6 +110,8 @@ impl DurableObject for ChannelRoom {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> Result<()> {
+        // What is queued goes out before any socket's state changes.
+        self.flush_batches();
         self.on_message(&ws, message).await;
         Ok(())
     }
@@ -117,17 +123,20 @@ impl DurableObject for ChannelRoom {
         _reason: String,
         _clean: bool,
     ) -> Result<()> {
+        self.flush_batches();
         self.invalidate();
         glue::answer_close(&ws, code);
         Ok(())
     }
 
     async fn websocket_error(&self, _ws: WebSocket, _error: worker::Error) -> Result<()> {
+        self.flush_batches();
         self.invalidate();
         Ok(())
     }
 
     async fn alarm(&self) -> Result<Response> {
+        self.flush_batches();
         let sockets = glue::sweep::<Session>(&self.state, &self.config);
         self.invalidate();
         let hubs = self.nudge_lagging_hubs().await;
@@ -219,6 +228,7 @@ impl ChannelRoom {
     }
 
     async fn accept(&self, req: Request) -> Result<Response> {
+        self.flush_batches();
         let channel = match self.channel_of(&req) {
             Ok(c) => c,
             Err(e) => return error_response(&e),
@@ -584,6 +594,7 @@ impl ChannelRoom {
             Err(e) => return error_response(&e),
         };
         let mut results = outcome.results;
+        self.flush_batches_soon().await;
         self.deliver_to_hubs(&channel, &mut results, outcome.fresh)
             .await;
         ok_json(&results)
@@ -611,14 +622,55 @@ impl ChannelRoom {
                 body: &f.event.body,
             })
             .collect();
-        let counts = fan_out(&self.targets(), &outgoing, &rfc3339_ms(now));
-        for (f, n) in outcome.fresh.iter().zip(counts) {
-            outcome.results[f.slot].delivered = n;
+        let targets = self.targets();
+        let plain = fan_out(
+            &targets,
+            &outgoing,
+            &rfc3339_ms(now),
+            Audience::PlainClients,
+        );
+        let batched = batch_matches(&targets, &outgoing);
+        for ((f, p), b) in outcome.fresh.iter().zip(plain).zip(&batched) {
+            outcome.results[f.slot].delivered = p + b;
+        }
+        if batched.iter().any(|n| *n > 0) {
+            self.enqueue_batches(&targets, &outcome.fresh);
         }
         if let Err(e) = store.prune(&self.config, now) {
             worker::console_error!("history prune failed: {e}");
         }
         Ok(outcome)
+    }
+
+    /// Queues new events for the batch clients among `targets`.
+    fn enqueue_batches(&self, targets: &Rc<Vec<Target>>, fresh: &[Fresh]) {
+        let queued = fresh
+            .iter()
+            .map(|f| Queued {
+                kind: f.event.kind.clone(),
+                merged: f.merged.clone(),
+                body: f.event.body.clone(),
+            })
+            .collect();
+        let earlier = self.outbox.borrow_mut().enqueue(targets, queued);
+        send_flush(earlier);
+    }
+
+    /// Flushes the outbox after yielding once, so the events of publish
+    /// requests that arrive meanwhile (while the object is busy) share the
+    /// frame; an idle object flushes at once. A request that finds a flush
+    /// already due leaves its events to it.
+    async fn flush_batches_soon(&self) {
+        if self.outbox.borrow_mut().schedule() {
+            glue::yield_once().await;
+            self.flush_batches();
+        }
+    }
+
+    /// Sends everything queued for the batch clients, one frame per socket.
+    fn flush_batches(&self) {
+        let flush = self.outbox.borrow_mut().take();
+        send_flush(flush);
     }
 
     fn hub_stub(&self, name: &str) -> Option<Rc<Stub>> {

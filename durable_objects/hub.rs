@@ -38,8 +38,9 @@ use crate::core::refusal::Refusal;
 use crate::core::session::{Conn, HubSession};
 use crate::core::subscriptions::{check_subscribe, subscription_frames};
 use crate::glue::{
-    self, accept_claims, admit, await_auth, connection_id, error_response, fan_out, load, now_ms,
-    now_rfc3339, refuse, save, send, send_str, storage_failed, Outgoing, Target,
+    self, accept_claims, admit, await_auth, batch_matches, connection_id, error_response, fan_out,
+    load, now_ms, now_rfc3339, refuse, save, send, send_flush, send_str, storage_failed, Audience,
+    Outbox, Outgoing, Queued, Target,
 };
 use crate::hub_store::{HubStore, SubKind};
 use crate::locks::KeyedLocks;
@@ -67,6 +68,8 @@ pub struct Hub {
     /// Connections that closed while one of their messages was in flight, so
     /// a subscribe that finishes later stores nothing for them.
     closed: RefCell<HashSet<String>>,
+    /// Per channel, events waiting for the `?batch=1` sockets.
+    outboxes: RefCell<HashMap<String, Outbox>>,
 }
 
 impl DurableObject for Hub {
@@ -85,6 +88,7 @@ impl DurableObject for Hub {
             turns: KeyedLocks::default(),
             channels: KeyedLocks::default(),
             closed: RefCell::new(HashSet::new()),
+            outboxes: RefCell::new(HashMap::new()),
         }
     }
 
@@ -364,7 +368,7 @@ impl Hub {
             check_subscribe(identity, subs, conn, channel, filters, &self.config)
         })?;
         let channel = parsed.name();
-        let _held = self.channels.lock(channel).await;
+        let _held = self.hold(channel).await;
         // A repeat subscribe stops the old one first, so no event reaches the
         // socket both live and in the new state.
         self.store
@@ -413,7 +417,7 @@ impl Hub {
         // Locks are taken in name order so two sockets never wait on each other.
         let mut held = Vec::with_capacity(channels.len());
         for ch in &channels {
-            held.push(self.channels.lock(ch).await);
+            held.push(self.hold(ch).await);
         }
         let states = join_all(channels.iter().map(|ch| self.attach(ch, None, true))).await;
         let mut lists: Vec<(&str, String)> = Vec::new();
@@ -453,7 +457,7 @@ impl Hub {
     /// Removes one subscription and unregisters from the room when nothing
     /// here needs the channel any more.
     async fn drop_subscription(&self, kind: SubKind, conn: &str, channel: &str) {
-        let _held = self.channels.lock(channel).await;
+        let _held = self.hold(channel).await;
         if let Err(e) = self.store.unsubscribe(kind, conn, channel) {
             worker::console_error!("cannot delete subscription: {e}");
         }
@@ -479,9 +483,27 @@ impl Hub {
             }
         };
         for channel in channels {
-            let _held = self.channels.lock(&channel).await;
+            let _held = self.hold(&channel).await;
             self.release(&channel).await;
         }
+    }
+
+    /// Takes the channel's lock and sends what its batch clients still have
+    /// queued, so nothing queued goes out after a subscription change.
+    async fn hold(&self, channel: &str) -> crate::locks::KeyGuard<'_> {
+        let guard = self.channels.lock(channel).await;
+        self.flush(channel);
+        guard
+    }
+
+    /// Sends what is queued for `channel`'s batch clients.
+    fn flush(&self, channel: &str) {
+        let flush = self
+            .outboxes
+            .borrow_mut()
+            .get_mut(channel)
+            .and_then(Outbox::take);
+        send_flush(flush);
     }
 
     /// With the channel's lock held: detaches from the room when no socket
@@ -582,6 +604,7 @@ impl Hub {
             let list = (dialect && since.is_none())
                 .then(|| dialect::list_from_bodies(state.events.iter().map(|e| e.body.as_str())));
             self.apply(channel, got, list.as_deref());
+            self.flush(channel);
         }
         self.store
             .set_applied(channel, state.head)
@@ -598,7 +621,7 @@ impl Hub {
             Err(_) => return error_response(&ApiError::internal("malformed delivery")),
         };
         let channel = batch.channel.as_str();
-        let _held = self.channels.lock(channel).await;
+        let held = self.channels.lock(channel).await;
         let mut delivered = vec![0u64; batch.events.len()];
         let Some(mut applied) = self.store.applied(channel) else {
             return glue::ok_json(&DeliverResponse {
@@ -640,9 +663,21 @@ impl Hub {
         if let Err(e) = self.store.set_applied(channel, applied) {
             worker::console_error!("cannot store cursor of {channel}: {e}");
         }
+        let registered = self.store.wants(channel);
+        drop(held);
+        // Deliveries that arrive meanwhile join this one's batch frames.
+        let due = self
+            .outboxes
+            .borrow_mut()
+            .get_mut(channel)
+            .is_some_and(Outbox::schedule);
+        if due {
+            glue::yield_once().await;
+            self.flush(channel);
+        }
         glue::ok_json(&DeliverResponse {
             delivered,
-            registered: self.store.wants(channel),
+            registered,
         })
     }
 
@@ -677,7 +712,28 @@ impl Hub {
                 body: &e.body,
             })
             .collect();
-        let mut delivered = fan_out(&self.targets(channel), &outgoing, &now_rfc3339());
+        let targets = self.targets(channel);
+        let plain = fan_out(&targets, &outgoing, &now_rfc3339(), Audience::PlainClients);
+        let batched = batch_matches(&targets, &outgoing);
+        let mut delivered: Vec<u64> = plain.iter().zip(&batched).map(|(p, b)| p + b).collect();
+        if batched.iter().any(|n| *n > 0) {
+            let queued = events
+                .iter()
+                .zip(merged.iter())
+                .map(|(e, m)| Queued {
+                    kind: e.kind.clone(),
+                    merged: m.clone(),
+                    body: e.body.clone(),
+                })
+                .collect();
+            let earlier = self
+                .outboxes
+                .borrow_mut()
+                .entry(channel.to_owned())
+                .or_default()
+                .enqueue(&targets, queued);
+            send_flush(earlier);
+        }
         let topic_targets = self.store.topic_subscribers(channel);
         let Some(topic) = dialect::topic_of(channel).filter(|_| !topic_targets.is_empty()) else {
             return delivered;

@@ -3,6 +3,7 @@
 //! fan-out loop with its send helper.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
@@ -404,18 +405,41 @@ pub struct Outgoing<'a> {
     pub body: &'a str,
 }
 
-/// Sends `events`, in order, to every target whose filters pass: a frame per
-/// event, or for a batch client one frame holding all of its events, sent now
-/// (nothing waits to fill a batch). Each frame is one JS string shared by every
-/// socket that gets it; a failing socket never stops the loop. Returns, per
-/// event, the sockets it reached.
-pub fn fan_out(targets: &[Target], events: &[Outgoing<'_>], timestamp: &str) -> Vec<u64> {
+/// Which of a fan-out's targets a call serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Plain clients only (batch clients are served from an outbox).
+    PlainClients,
+    /// Batch clients only.
+    BatchClients,
+}
+
+impl Audience {
+    fn serves(self, target: &Target) -> bool {
+        match self {
+            Audience::PlainClients => !target.batch,
+            Audience::BatchClients => target.batch,
+        }
+    }
+}
+
+/// Sends `events`, in order, to every target of `audience` whose filters
+/// pass: a frame per event, or for a batch client one frame holding all of its
+/// events, sent now. Each frame is one JS string shared by every socket that
+/// gets it; a failing socket never stops the loop. Returns, per event, the
+/// sockets it reached.
+pub fn fan_out(
+    targets: &[Target],
+    events: &[Outgoing<'_>],
+    timestamp: &str,
+    audience: Audience,
+) -> Vec<u64> {
     let mut delivered = vec![0u64; events.len()];
     let mut queued: Vec<Vec<usize>> = vec![Vec::new(); targets.len()];
     for (i, ev) in events.iter().enumerate() {
         let frame = JsValue::from_str(ev.body);
         for (t, q) in targets.iter().zip(queued.iter_mut()) {
-            if !t.filters.matches(ev.kind, ev.merged) {
+            if !audience.serves(t) || !t.filters.matches(ev.kind, ev.merged) {
                 continue;
             }
             if t.batch {
@@ -441,6 +465,95 @@ pub fn fan_out(targets: &[Target], events: &[Outgoing<'_>], timestamp: &str) -> 
         }
     }
     delivered
+}
+
+/// Per event, the batch clients among `targets` whose filters pass.
+pub fn batch_matches(targets: &[Target], events: &[Outgoing<'_>]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|ev| {
+            targets
+                .iter()
+                .filter(|t| t.batch && t.filters.matches(ev.kind, ev.merged))
+                .count() as u64
+        })
+        .collect()
+}
+
+/// One stored event waiting for the batch clients.
+pub struct Queued {
+    pub kind: String,
+    pub merged: Value,
+    pub body: String,
+}
+
+/// Events waiting to go to `?batch=1` sockets in one frame: those of the
+/// deliveries that arrive while a flush is due, with the receiving sockets as
+/// they were when the events were stored.
+#[derive(Default)]
+pub struct Outbox {
+    targets: Option<Rc<Vec<Target>>>,
+    events: Vec<Queued>,
+    /// A caller flushes after yielding once.
+    scheduled: bool,
+}
+
+/// What an outbox hands over to be sent.
+pub type Flush = (Rc<Vec<Target>>, Vec<Queued>);
+
+impl Outbox {
+    /// Queues events for `targets`. When the queue holds events for another
+    /// set of sockets, those come back to be sent first.
+    pub fn enqueue(&mut self, targets: &Rc<Vec<Target>>, events: Vec<Queued>) -> Option<Flush> {
+        let earlier = match &self.targets {
+            Some(t) if !Rc::ptr_eq(t, targets) => self.take(),
+            _ => None,
+        };
+        self.targets = Some(Rc::clone(targets));
+        self.events.extend(events);
+        earlier
+    }
+
+    /// Whether the caller is the one to flush (after yielding once): `false`
+    /// when a flush is already due or nothing is queued.
+    pub fn schedule(&mut self) -> bool {
+        if self.scheduled || self.events.is_empty() {
+            return false;
+        }
+        self.scheduled = true;
+        true
+    }
+
+    /// Everything queued, to be sent now.
+    pub fn take(&mut self) -> Option<Flush> {
+        self.scheduled = false;
+        let events = std::mem::take(&mut self.events);
+        self.targets
+            .take()
+            .filter(|_| !events.is_empty())
+            .map(|t| (t, events))
+    }
+}
+
+/// Sends what an outbox handed over: one frame per batch client.
+pub fn send_flush(flush: Option<Flush>) {
+    let Some((targets, events)) = flush else {
+        return;
+    };
+    let outgoing: Vec<Outgoing<'_>> = events
+        .iter()
+        .map(|q| Outgoing {
+            kind: &q.kind,
+            merged: &q.merged,
+            body: &q.body,
+        })
+        .collect();
+    fan_out(&targets, &outgoing, &now_rfc3339(), Audience::BatchClients);
+}
+
+/// Lets the object take the requests that are waiting, then goes on.
+pub async fn yield_once() {
+    worker::Delay::from(std::time::Duration::ZERO).await;
 }
 
 /// A request from the Worker or a Durable Object to another Durable Object:
