@@ -209,3 +209,41 @@ async fn batch_clients_through_a_hub_get_one_frame_too() {
         assert_eq!(plain.expect("n").await["seq"], n);
     }
 }
+
+/// Reads batch frames (or single events) until `last`; the `seq`s in order.
+async fn batched_seqs_until(c: &mut Client, last: u64) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while seqs.last().is_none_or(|s| *s < last) {
+        let m = c.next_json().await;
+        let events = match m["type"].as_str() {
+            Some("batch") => m["events"].as_array().cloned().unwrap_or_default(),
+            _ => vec![m],
+        };
+        seqs.extend(events.iter().filter_map(|e| e["seq"].as_u64()));
+    }
+    seqs
+}
+
+#[tokio::test]
+async fn batch_clients_get_every_event_of_concurrent_publishes_once_in_order() {
+    let gw = gateway();
+    let channel = format!("conversation:{}", unique("concurrent"));
+    let t = sub_token();
+    let mut direct = Client::connect(gw, &format!("/ws/{channel}?token={t}&batch=1")).await;
+    for kind in ["auth.success", "rate_limit_info", "subscribed", "snapshot"] {
+        direct.expect(kind).await;
+    }
+    let mut hubbed = Client::connect(gw, &format!("/ws?token={t}&batch=1")).await;
+    hubbed.expect("auth.success").await;
+    hubbed.expect("rate_limit_info").await;
+    hubbed.subscribe(&channel, json!(null)).await;
+    let publishes = (0..24).map(|n| {
+        let channel = channel.clone();
+        async move { publish_ok(gateway(), &channel, "n", json!({"n": n})).await }
+    });
+    let mut acked = futures_util::future::join_all(publishes).await;
+    acked.sort_unstable();
+    assert_eq!(acked, (1..=24).collect::<Vec<u64>>());
+    assert_eq!(batched_seqs_until(&mut direct, 24).await, acked);
+    assert_eq!(batched_seqs_until(&mut hubbed, 24).await, acked);
+}
