@@ -34,9 +34,9 @@ use crate::core::session::{Conn, Session};
 use crate::core::subscriptions::subscription_frames;
 use crate::core::time::rfc3339_ms;
 use crate::glue::{
-    self, accept_claims, admit, await_auth, batch_matches, connection_id, error_response, fan_out,
-    load, now_ms, now_rfc3339, ok_json, refuse, save, send_flush, send_str, storage_failed,
-    wake_by, Audience, Outbox, Outgoing, Queued, Target,
+    self, accept_claims, admit, await_auth, connection_id, error_response, fan_out, load, now_ms,
+    now_rfc3339, ok_json, refuse, save, send_flush, send_str, storage_failed, wake_by, Outbox,
+    Outgoing, Target,
 };
 use crate::room_store::{HubLink, RoomStore};
 
@@ -600,10 +600,9 @@ impl ChannelRoom {
         ok_json(&results)
     }
 
-    /// Orders and stores the events (`core::publish`) and sends each to the
-    /// direct sockets, all without awaiting, so batch clients get this
-    /// request's events in one frame. The answer waits until the writes are
-    /// durable.
+    /// Orders and stores the events (`core::publish`), sends each to the
+    /// plain direct sockets and queues them for the batch ones, all without
+    /// awaiting. The answer waits until the writes are durable.
     fn append_and_fan_out(
         &self,
         channel: &Channel,
@@ -623,37 +622,16 @@ impl ChannelRoom {
             })
             .collect();
         let targets = self.targets();
-        let plain = fan_out(
-            &targets,
-            &outgoing,
-            &rfc3339_ms(now),
-            Audience::PlainClients,
-        );
-        let batched = batch_matches(&targets, &outgoing);
-        for ((f, p), b) in outcome.fresh.iter().zip(plain).zip(&batched) {
+        let (batched, earlier) = self.outbox.borrow_mut().enqueue(&targets, &outgoing);
+        send_flush(earlier);
+        let plain = fan_out(&targets, &outgoing);
+        for ((f, p), b) in outcome.fresh.iter().zip(plain).zip(batched) {
             outcome.results[f.slot].delivered = p + b;
-        }
-        if batched.iter().any(|n| *n > 0) {
-            self.enqueue_batches(&targets, &outcome.fresh);
         }
         if let Err(e) = store.prune(&self.config, now) {
             worker::console_error!("history prune failed: {e}");
         }
         Ok(outcome)
-    }
-
-    /// Queues new events for the batch clients among `targets`.
-    fn enqueue_batches(&self, targets: &Rc<Vec<Target>>, fresh: &[Fresh]) {
-        let queued = fresh
-            .iter()
-            .map(|f| Queued {
-                kind: f.event.kind.clone(),
-                merged: f.merged.clone(),
-                body: f.event.body.clone(),
-            })
-            .collect();
-        let earlier = self.outbox.borrow_mut().enqueue(targets, queued);
-        send_flush(earlier);
     }
 
     /// Flushes the outbox after yielding once, so the events of publish

@@ -38,9 +38,9 @@ use crate::core::refusal::Refusal;
 use crate::core::session::{Conn, HubSession};
 use crate::core::subscriptions::{check_subscribe, subscription_frames};
 use crate::glue::{
-    self, accept_claims, admit, await_auth, batch_matches, connection_id, error_response, fan_out,
-    load, now_ms, now_rfc3339, refuse, save, send, send_flush, send_str, storage_failed, Audience,
-    Outbox, Outgoing, Queued, Target,
+    self, accept_claims, admit, await_auth, connection_id, error_response, fan_out, load, now_ms,
+    now_rfc3339, refuse, save, send, send_flush, send_str, storage_failed, Outbox, Outgoing,
+    Target,
 };
 use crate::hub_store::{HubStore, SubKind};
 use crate::locks::KeyedLocks;
@@ -141,7 +141,9 @@ impl DurableObject for Hub {
 
     async fn alarm(&self) -> Result<Response> {
         let next = glue::sweep::<HubSession>(&self.state, &self.config);
-        glue::rearm(&self.state.storage(), next).await?;
+        if let Some(t) = next {
+            glue::wake_by(&self.state.storage(), t).await;
+        }
         Response::ok("")
     }
 }
@@ -713,27 +715,15 @@ impl Hub {
             })
             .collect();
         let targets = self.targets(channel);
-        let plain = fan_out(&targets, &outgoing, &now_rfc3339(), Audience::PlainClients);
-        let batched = batch_matches(&targets, &outgoing);
+        let (batched, earlier) = self
+            .outboxes
+            .borrow_mut()
+            .entry(channel.to_owned())
+            .or_default()
+            .enqueue(&targets, &outgoing);
+        send_flush(earlier);
+        let plain = fan_out(&targets, &outgoing);
         let mut delivered: Vec<u64> = plain.iter().zip(&batched).map(|(p, b)| p + b).collect();
-        if batched.iter().any(|n| *n > 0) {
-            let queued = events
-                .iter()
-                .zip(merged.iter())
-                .map(|(e, m)| Queued {
-                    kind: e.kind.clone(),
-                    merged: m.clone(),
-                    body: e.body.clone(),
-                })
-                .collect();
-            let earlier = self
-                .outboxes
-                .borrow_mut()
-                .entry(channel.to_owned())
-                .or_default()
-                .enqueue(&targets, queued);
-            send_flush(earlier);
-        }
         let topic_targets = self.store.topic_subscribers(channel);
         let Some(topic) = dialect::topic_of(channel).filter(|_| !topic_targets.is_empty()) else {
             return delivered;

@@ -185,14 +185,6 @@ pub async fn wake_by(storage: &Storage, deadline: i64) {
     }
 }
 
-/// Sets the alarm to `next` (the earliest deadline left), if any.
-pub async fn rearm(storage: &Storage, next: Option<i64>) -> Result<()> {
-    if let Some(t) = next {
-        storage.set_alarm(at(t)).await?;
-    }
-    Ok(())
-}
-
 #[wasm_bindgen]
 extern "C" {
     /// The Durable Object state, for the one method `worker` does not bind.
@@ -405,61 +397,17 @@ pub struct Outgoing<'a> {
     pub body: &'a str,
 }
 
-/// Which of a fan-out's targets a call serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Audience {
-    /// Plain clients only (batch clients are served from an outbox).
-    PlainClients,
-    /// Batch clients only.
-    BatchClients,
-}
-
-impl Audience {
-    fn serves(self, target: &Target) -> bool {
-        match self {
-            Audience::PlainClients => !target.batch,
-            Audience::BatchClients => target.batch,
-        }
-    }
-}
-
-/// Sends `events`, in order, to every target of `audience` whose filters
-/// pass: a frame per event, or for a batch client one frame holding all of its
-/// events, sent now. Each frame is one JS string shared by every socket that
-/// gets it; a failing socket never stops the loop. Returns, per event, the
-/// sockets it reached.
-pub fn fan_out(
-    targets: &[Target],
-    events: &[Outgoing<'_>],
-    timestamp: &str,
-    audience: Audience,
-) -> Vec<u64> {
+/// Sends `events`, in order, to every plain (not `?batch=1`) target whose
+/// filters pass, a frame per event. Each frame is one JS string shared by
+/// every socket that gets it; a failing socket never stops the loop. Returns,
+/// per event, the sockets it reached. Batch clients are served by an
+/// [`Outbox`].
+pub fn fan_out(targets: &[Target], events: &[Outgoing<'_>]) -> Vec<u64> {
     let mut delivered = vec![0u64; events.len()];
-    let mut queued: Vec<Vec<usize>> = vec![Vec::new(); targets.len()];
     for (i, ev) in events.iter().enumerate() {
         let frame = JsValue::from_str(ev.body);
-        for (t, q) in targets.iter().zip(queued.iter_mut()) {
-            if !audience.serves(t) || !t.filters.matches(ev.kind, ev.merged) {
-                continue;
-            }
-            if t.batch {
-                q.push(i);
-            } else if send(&t.ws, &frame) {
-                delivered[i] += 1;
-            }
-        }
-    }
-    let mut frames: HashMap<&[usize], JsValue> = HashMap::new();
-    for (t, q) in targets.iter().zip(&queued) {
-        if q.is_empty() {
-            continue;
-        }
-        let frame = frames.entry(q.as_slice()).or_insert_with(|| {
-            let bodies: Vec<&str> = q.iter().map(|&i| events[i].body).collect();
-            JsValue::from_str(&batch_frame(timestamp, &bodies))
-        });
-        if send(&t.ws, frame) {
-            for &i in q {
+        for t in targets {
+            if !t.batch && t.filters.matches(ev.kind, ev.merged) && send(&t.ws, &frame) {
                 delivered[i] += 1;
             }
         }
@@ -467,57 +415,68 @@ pub fn fan_out(
     delivered
 }
 
-/// Per event, the batch clients among `targets` whose filters pass.
-pub fn batch_matches(targets: &[Target], events: &[Outgoing<'_>]) -> Vec<u64> {
-    events
-        .iter()
-        .map(|ev| {
-            targets
-                .iter()
-                .filter(|t| t.batch && t.filters.matches(ev.kind, ev.merged))
-                .count() as u64
-        })
-        .collect()
-}
-
-/// One stored event waiting for the batch clients.
-pub struct Queued {
-    pub kind: String,
-    pub merged: Value,
-    pub body: String,
-}
-
 /// Events waiting to go to `?batch=1` sockets in one frame: those of the
 /// deliveries that arrive while a flush is due, with the receiving sockets as
-/// they were when the events were stored.
+/// they were when the events were stored and what each of them gets.
 #[derive(Default)]
 pub struct Outbox {
-    targets: Option<Rc<Vec<Target>>>,
-    events: Vec<Queued>,
+    queued: Option<Flush>,
     /// A caller flushes after yielding once.
     scheduled: bool,
 }
 
-/// What an outbox hands over to be sent.
-pub type Flush = (Rc<Vec<Target>>, Vec<Queued>);
+/// What an outbox holds and hands over to be sent: event frames, and per
+/// target the indices of the frames its filters passed.
+pub struct Flush {
+    targets: Rc<Vec<Target>>,
+    bodies: Vec<String>,
+    per_target: Vec<Vec<usize>>,
+}
 
 impl Outbox {
-    /// Queues events for `targets`. When the queue holds events for another
-    /// set of sockets, those come back to be sent first.
-    pub fn enqueue(&mut self, targets: &Rc<Vec<Target>>, events: Vec<Queued>) -> Option<Flush> {
-        let earlier = match &self.targets {
-            Some(t) if !Rc::ptr_eq(t, targets) => self.take(),
+    /// Queues `events` for the batch clients among `targets` whose filters
+    /// pass, and returns, per event, how many it will reach. When the queue
+    /// holds events for another set of sockets, those come back to be sent
+    /// first.
+    pub fn enqueue(
+        &mut self,
+        targets: &Rc<Vec<Target>>,
+        events: &[Outgoing<'_>],
+    ) -> (Vec<u64>, Option<Flush>) {
+        let mut counts = vec![0u64; events.len()];
+        if !targets.iter().any(|t| t.batch) {
+            return (counts, None);
+        }
+        let earlier = match &self.queued {
+            Some(q) if !Rc::ptr_eq(&q.targets, targets) => self.take(),
             _ => None,
         };
-        self.targets = Some(Rc::clone(targets));
-        self.events.extend(events);
-        earlier
+        let queued = self.queued.get_or_insert_with(|| Flush {
+            targets: Rc::clone(targets),
+            bodies: Vec::new(),
+            per_target: vec![Vec::new(); targets.len()],
+        });
+        for (ev, count) in events.iter().zip(counts.iter_mut()) {
+            let index = queued.bodies.len();
+            let mut wanted = false;
+            for (t, list) in targets.iter().zip(queued.per_target.iter_mut()) {
+                if t.batch && t.filters.matches(ev.kind, ev.merged) {
+                    list.push(index);
+                    *count += 1;
+                    wanted = true;
+                }
+            }
+            if wanted {
+                queued.bodies.push(ev.body.to_owned());
+            }
+        }
+        (counts, earlier)
     }
 
     /// Whether the caller is the one to flush (after yielding once): `false`
     /// when a flush is already due or nothing is queued.
     pub fn schedule(&mut self) -> bool {
-        if self.scheduled || self.events.is_empty() {
+        if self.scheduled || self.queued.as_ref().is_none_or(|q| q.bodies.is_empty()) {
             return false;
         }
         self.scheduled = true;
@@ -527,28 +486,28 @@ impl Outbox {
     /// Everything queued, to be sent now.
     pub fn take(&mut self) -> Option<Flush> {
         self.scheduled = false;
-        let events = std::mem::take(&mut self.events);
-        self.targets
-            .take()
-            .filter(|_| !events.is_empty())
-            .map(|t| (t, events))
+        self.queued.take().filter(|q| !q.bodies.is_empty())
     }
 }
 
-/// Sends what an outbox handed over: one frame per batch client.
+/// Sends what an outbox handed over: one frame per batch client, holding its
+/// events in order; clients that get the same events share one JS string.
 pub fn send_flush(flush: Option<Flush>) {
-    let Some((targets, events)) = flush else {
+    let Some(flush) = flush else {
         return;
     };
-    let outgoing: Vec<Outgoing<'_>> = events
-        .iter()
-        .map(|q| Outgoing {
-            kind: &q.kind,
-            merged: &q.merged,
-            body: &q.body,
-        })
-        .collect();
-    fan_out(&targets, &outgoing, &now_rfc3339(), Audience::BatchClients);
+    let timestamp = now_rfc3339();
+    let mut frames: HashMap<&[usize], JsValue> = HashMap::new();
+    for (t, list) in flush.targets.iter().zip(&flush.per_target) {
+        if list.is_empty() {
+            continue;
+        }
+        let frame = frames.entry(list.as_slice()).or_insert_with(|| {
+            let bodies: Vec<&str> = list.iter().map(|&i| flush.bodies[i].as_str()).collect();
+            JsValue::from_str(&batch_frame(&timestamp, &bodies))
+        });
+        send(&t.ws, frame);
+    }
 }
 
 /// Lets the object take the requests that are waiting, then goes on.
