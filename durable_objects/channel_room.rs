@@ -9,11 +9,14 @@ use std::rc::Rc;
 use futures::future::join_all;
 use serde_json::value::RawValue;
 use serde_json::Value;
+use wasm_bindgen::JsValue;
 use worker::{
     durable_object, DurableObject, Env, Request, Response, Result, State, Stub, WebSocket,
     WebSocketIncomingMessage, WebSocketPair,
 };
 
+use crate::calls;
+use crate::commands::{self, Command};
 use crate::core::auth::Claims;
 use crate::core::channel::Channel;
 use crate::core::config::Config;
@@ -23,20 +26,25 @@ use crate::core::filter::Filters;
 use crate::core::history;
 use crate::core::internal::{
     AttachRequest, AttachResponse, DeliverRequest, DeliverResponse, Delivered, DetachRequest,
-    HubRoute, ReplayRequest, ReplayResponse, RoomRoute, CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING,
+    DirectoryRoute, HubRoute, MembersRequest, MembersResponse, PresenceChangeRequest,
+    PresenceFrameRequest, RegisterResponse, ReplayRequest, ReplayResponse, RoomName, RoomRoute,
+    SystemResponse, CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING,
 };
+use crate::core::presence;
 use crate::core::protocol::{
-    ChannelOnly, ClientMessage, Empty, PublishEvent, PublishResult, ServerMessage,
+    presence_change_frame, ChannelOnly, ClientMessage, Empty, Member, PresenceChange, PresenceData,
+    PublishEvent, PublishResult, ServerMessage, Who,
 };
 use crate::core::publish::{self, EventLog, Fresh};
 use crate::core::refusal::Refusal;
 use crate::core::session::{Conn, Session};
+use crate::core::status::SystemStatus;
 use crate::core::subscriptions::subscription_frames;
 use crate::core::time::rfc3339_ms;
 use crate::glue::{
     self, accept_claims, admit, await_auth, connection_id, error_response, fan_out, load, now_ms,
-    now_rfc3339, ok_json, refuse, save, send_flush, send_str, storage_failed, wake_by, Outbox,
-    Outgoing, Target,
+    now_rfc3339, ok_json, refuse, save, send, send_flush, send_str, storage_failed, wake_by,
+    Outbox, Outgoing, Target,
 };
 use crate::room_store::{HubLink, RoomStore};
 
@@ -62,6 +70,9 @@ pub struct ChannelRoom {
     pushes: Cell<u64>,
     /// Events waiting to go to `?batch=1` sockets in one frame.
     outbox: RefCell<Outbox>,
+    /// Registered with the directory (or on the way), so announcements reach
+    /// this room's sockets.
+    registered: Cell<bool>,
 }
 
 impl DurableObject for ChannelRoom {
@@ -85,6 +96,7 @@ impl DurableObject for ChannelRoom {
             publishing: Cell::new(0),
             pushes: Cell::new(0),
             outbox: RefCell::new(Outbox::default()),
+            registered: Cell::new(false),
         }
     }
 
@@ -102,6 +114,12 @@ impl DurableObject for ChannelRoom {
             RoomRoute::Detach => answer(self.detach(req).await),
             RoomRoute::Replay => answer(self.replay(req).await),
             RoomRoute::Stats => answer(self.stats_json()),
+            RoomRoute::Presence => match self.channel_of(&req) {
+                Ok(channel) => answer(self.presence_json(&channel).await),
+                Err(e) => error_response(&e),
+            },
+            RoomRoute::PresenceChange => answer(self.presence_change(req).await),
+            RoomRoute::System => answer(self.announce(req).await),
         }
     }
 
@@ -126,12 +144,14 @@ impl DurableObject for ChannelRoom {
         self.flush_batches();
         self.invalidate();
         glue::answer_close(&ws, code);
+        self.gone(&ws).await;
         Ok(())
     }
 
-    async fn websocket_error(&self, _ws: WebSocket, _error: worker::Error) -> Result<()> {
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
         self.flush_batches();
         self.invalidate();
+        self.gone(&ws).await;
         Ok(())
     }
 
@@ -239,6 +259,7 @@ impl ChannelRoom {
             .headers()
             .get(CLAIMS_HEADER)?
             .and_then(|c| serde_json::from_str(&c).ok());
+        self.register(channel.name()).await;
         let pair = WebSocketPair::new()?;
         let ws = pair.server;
         self.state.accept_web_socket(&ws);
@@ -282,14 +303,18 @@ impl ChannelRoom {
             return refuse(ws, refusal);
         }
         let first = !session.conn.is_authenticated();
-        if !accept_claims(ws, session, claims, via_url, &self.config) {
+        let status = self.store().ok().and_then(|s| s.status().ok().flatten());
+        if !accept_claims(ws, session, claims, via_url, &self.config, status.as_ref()) {
             return;
         }
         if first {
             session.subscribed = true;
+            session.joined_ms = now_ms();
             let since = session.resume_from.take();
             self.send_subscription(ws, session, since);
             save(ws, session);
+            self.presence_changed(channel, PresenceChange::Join, who(session))
+                .await;
         }
         self.invalidate();
         wake_by(
@@ -360,9 +385,13 @@ impl ChannelRoom {
                     (_, Err(e)) => return refuse(ws, Refusal::ChannelNotFound(e)),
                 }
             }
-            Ok(ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. })
-                if !session.conn.is_authenticated() =>
-            {
+            Ok(
+                ClientMessage::Subscribe { .. }
+                | ClientMessage::Unsubscribe { .. }
+                | ClientMessage::Publish(_)
+                | ClientMessage::Command { .. }
+                | ClientMessage::Presence { .. },
+            ) if !session.conn.is_authenticated() => {
                 send_str(ws, &glue::not_authenticated().frame(ErrorFrame::Error, &ts));
             }
             Ok(ClientMessage::Subscribe {
@@ -393,9 +422,14 @@ impl ChannelRoom {
                 }
             }
             Ok(ClientMessage::Unsubscribe { channel }) => {
-                if channel == session.channel {
+                if channel == session.channel && session.subscribed {
                     session.subscribed = false;
+                    save(ws, &session);
                     self.invalidate();
+                    if let Ok(parsed) = Channel::parse(&channel, &self.config) {
+                        self.presence_changed(&parsed, PresenceChange::Leave, who(&session))
+                            .await;
+                    }
                 }
                 send_str(
                     ws,
@@ -406,8 +440,284 @@ impl ChannelRoom {
                     .to_json(),
                 );
             }
+            Ok(ClientMessage::Publish(event)) => {
+                save(ws, &session);
+                let Some(identity) = &session.conn.identity else {
+                    return;
+                };
+                let frame = self
+                    .publish_sent(&identity.claims, &session.channel, event)
+                    .await;
+                send_str(ws, &frame);
+                return;
+            }
+            Ok(ClientMessage::Presence { channel }) => {
+                save(ws, &session);
+                let Some(identity) = &session.conn.identity else {
+                    return;
+                };
+                let frame = self
+                    .presence_of(&identity.claims, &session.channel, &channel)
+                    .await;
+                send_str(ws, &frame);
+                return;
+            }
+            Ok(ClientMessage::Command { name, message, id }) => {
+                save(ws, &session);
+                let Some(identity) = &session.conn.identity else {
+                    return;
+                };
+                // Awaited here, the backend holds up nothing else: every
+                // message of every socket is its own event.
+                let command = Command { name, message, id };
+                let frame = commands::run(
+                    &self.env,
+                    &self.config,
+                    &session.conn.id,
+                    &identity.claims,
+                    &command,
+                )
+                .await;
+                send_str(ws, &frame);
+                return;
+            }
         }
         save(ws, &session);
+    }
+
+    /// A socket's `publish`: checked like an HTTP publish, then stored here
+    /// (the socket's own channel) or through the channel's room.
+    async fn publish_sent(&self, claims: &Claims, own: &str, event: PublishEvent) -> String {
+        let ts = now_rfc3339();
+        let id = event.id.clone();
+        let outcome = match publish::check_sent(claims, &event, &self.config) {
+            Ok(channel) if channel.name() == own => {
+                self.publish_events(&channel, vec![event]).await
+            }
+            Ok(channel) => calls::publish(&self.env, channel.name(), &[&event]).await,
+            Err(e) => Err(e),
+        };
+        match outcome.as_deref() {
+            Ok([result]) => publish::published_frame(result, id.as_deref(), &ts),
+            Ok(_) => ApiError::internal("the channel answered a malformed result")
+                .frame(ErrorFrame::Error, &ts),
+            Err(e) => e.frame(ErrorFrame::Error, &ts),
+        }
+    }
+
+    /// A socket's `presence`: this room's members, or another room's.
+    async fn presence_of(&self, claims: &Claims, own: &str, name: &str) -> String {
+        let ts = now_rfc3339();
+        let members = match presence::channel_for(claims, name, &self.config) {
+            Ok(channel) if channel.name() == own => self.members(&channel).await,
+            Ok(channel) => calls::presence(&self.env, channel.name()).await,
+            Err(e) => Err(e),
+        };
+        match members {
+            Ok(members) => ServerMessage::Presence {
+                timestamp: &ts,
+                data: PresenceData {
+                    channel: name,
+                    members: &members,
+                },
+            }
+            .to_json(),
+            Err(e) => e.frame(ErrorFrame::Error, &ts),
+        }
+    }
+
+    /// A socket that closed or broke: if it was present, it leaves.
+    async fn gone(&self, ws: &WebSocket) {
+        let Some(session) = load::<Session>(ws) else {
+            return;
+        };
+        if !session.receives() {
+            return;
+        }
+        let mut left = session.clone();
+        left.subscribed = false;
+        save(ws, &left);
+        if let Ok(channel) = Channel::parse(&session.channel, &self.config) {
+            self.presence_changed(&channel, PresenceChange::Leave, who(&session))
+                .await;
+        }
+    }
+
+    /// Registers with the directory once, so system announcements reach this
+    /// room's sockets, and learns the current status.
+    async fn register(&self, channel: &str) {
+        if self.registered.replace(true) {
+            return;
+        }
+        let Ok(store) = self.store() else { return };
+        if store.registered().unwrap_or(false) {
+            return;
+        }
+        let body = to_json(&RoomName {
+            room: channel.to_owned(),
+        });
+        match calls::to_directory::<RegisterResponse>(
+            &self.env,
+            DirectoryRoute::Register,
+            Some(body),
+        )
+        .await
+        {
+            Ok(answer) => {
+                if let Err(e) = store
+                    .set_status(&answer.status)
+                    .and_then(|_| store.set_registered())
+                {
+                    worker::console_error!("cannot store the registration: {e}");
+                }
+            }
+            Err(e) => {
+                self.registered.set(false);
+                worker::console_error!("cannot register {channel}: {}", e.message);
+            }
+        }
+    }
+
+    /// Worker → room: stores a system status and sends it to every
+    /// authenticated socket here.
+    async fn announce(&self, mut req: Request) -> ApiResult<String> {
+        let status: SystemStatus = req
+            .json()
+            .await
+            .map_err(|_| ApiError::internal("malformed status"))?;
+        self.store()?.set_status(&status).map_err(storage_failed(
+            ErrorCode::InternalError,
+            "the status could not be stored",
+        ))?;
+        let frame = JsValue::from_str(&status.frame(&now_rfc3339()));
+        let delivered = self
+            .state
+            .get_websockets()
+            .iter()
+            .filter(|ws| {
+                load::<Session>(ws).is_some_and(|s| s.conn.is_authenticated()) && send(ws, &frame)
+            })
+            .count() as u64;
+        Ok(to_json(&SystemResponse { delivered }))
+    }
+
+    /// A join or leave on a presence channel: every other subscriber hears
+    /// it, the direct ones from here and the hubs' through their hubs.
+    async fn presence_changed(&self, channel: &Channel, change: PresenceChange, who: Who) {
+        if !channel.has_presence(&self.config) {
+            return;
+        }
+        let frame = presence_change_frame(change, channel.name(), &now_rfc3339(), &who);
+        let js = JsValue::from_str(&frame);
+        for ws in self.state.get_websockets() {
+            if load::<Session>(&ws).is_some_and(|s| s.receives() && s.conn.id != who.connection_id)
+            {
+                send(&ws, &js);
+            }
+        }
+        let Ok(hubs) = self.store().and_then(|s| {
+            s.hubs()
+                .map_err(|e| ApiError::internal(format!("cannot list hubs: {e}")))
+        }) else {
+            return;
+        };
+        let body = to_json(&PresenceFrameRequest {
+            channel: channel.name().to_owned(),
+            frame,
+            except: who.connection_id,
+        });
+        let calls = hubs.iter().map(|hub| {
+            let stub = self.hub_stub(&hub.name);
+            let body = body.clone();
+            async move {
+                let req = glue::internal_request(&HubRoute::PresenceFrame.url(), None, Some(body))?;
+                match stub {
+                    Some(stub) => stub.fetch_with_request(req).await.map(|_| ()),
+                    None => Err(worker::Error::RustError("no stub for the hub".into())),
+                }
+            }
+        });
+        for outcome in join_all(calls).await {
+            if let Err(e) = outcome {
+                worker::console_error!("presence frame to a hub failed: {e}");
+            }
+        }
+    }
+
+    /// Hub → room: one of its sockets joined or left.
+    async fn presence_change(&self, mut req: Request) -> ApiResult<String> {
+        let channel = self.channel_of(&req)?;
+        let body: PresenceChangeRequest = req
+            .json()
+            .await
+            .map_err(|_| ApiError::internal("malformed presence change"))?;
+        self.presence_changed(&channel, body.change, body.who).await;
+        Ok("{}".into())
+    }
+
+    /// Members of this room's channel: its direct subscribers and every
+    /// attached hub's live ones, by `joined_at`.
+    async fn members(&self, channel: &Channel) -> ApiResult<Vec<Member>> {
+        let mut members: Vec<(i64, Member)> = self
+            .state
+            .get_websockets()
+            .iter()
+            .filter_map(load::<Session>)
+            .filter(Session::receives)
+            .map(|s| {
+                (
+                    s.joined_ms,
+                    Member {
+                        sub: s.conn.identity.and_then(|i| i.claims.sub),
+                        connection_id: s.conn.id,
+                        joined_at: rfc3339_ms(s.joined_ms),
+                    },
+                )
+            })
+            .collect();
+        let hubs = self.store()?.hubs().map_err(storage_failed(
+            ErrorCode::InternalError,
+            "the hubs could not be read",
+        ))?;
+        let body = to_json(&MembersRequest {
+            channel: channel.name().to_owned(),
+        });
+        let calls = hubs.iter().map(|hub| {
+            let stub = self.hub_stub(&hub.name);
+            let body = body.clone();
+            async move {
+                let req = glue::internal_request(&HubRoute::Members.url(), None, Some(body))?;
+                let stub = stub.ok_or_else(|| worker::Error::RustError("no stub".into()))?;
+                let mut resp = stub.fetch_with_request(req).await?;
+                resp.json::<MembersResponse>().await
+            }
+        });
+        for answer in join_all(calls).await {
+            let answer = answer.map_err(|e| {
+                worker::console_error!("members of a hub could not be read: {e}");
+                ApiError::internal("a hub could not be reached for presence; try again")
+            })?;
+            for m in answer.members {
+                let at = crate::core::time::parse_rfc3339_ms(&m.joined_at).unwrap_or_default();
+                members.push((at, m));
+            }
+        }
+        members.sort_by_key(|a| a.0);
+        Ok(members.into_iter().map(|(_, m)| m).collect())
+    }
+
+    /// `GET …/presence` and the hubs' presence requests: `{"channel","members"}`.
+    async fn presence_json(&self, channel: &Channel) -> ApiResult<String> {
+        let members = self.members(channel).await?;
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            channel: &'a str,
+            members: &'a [Member],
+        }
+        Ok(to_json(&Body {
+            channel: channel.name(),
+            members: &members,
+        }))
     }
 
     /// A `subscribe` on a direct socket: only its own channel, with new filters.
@@ -576,10 +886,6 @@ impl ChannelRoom {
             Ok(c) => c,
             Err(e) => return error_response(&e),
         };
-        if self.publishing.get() >= self.config.publish_queue_max {
-            return error_response(&ApiError::overloaded(1));
-        }
-        let _busy = InFlight::enter(&self.publishing);
         let events: Vec<PublishEvent> = match req.json().await {
             Ok(e) => e,
             Err(_) => {
@@ -589,15 +895,30 @@ impl ChannelRoom {
                 ))
             }
         };
-        let outcome = match self.append_and_fan_out(&channel, events) {
-            Ok(r) => r,
-            Err(e) => return error_response(&e),
-        };
+        match self.publish_events(&channel, events).await {
+            Ok(results) => ok_json(&results),
+            Err(e) => error_response(&e),
+        }
+    }
+
+    /// Every publish of this channel, over HTTP or from a socket: sheds load
+    /// past `PUBLISH_QUEUE_MAX`, stores and fans out, then hands the events
+    /// to the hubs.
+    async fn publish_events(
+        &self,
+        channel: &Channel,
+        events: Vec<PublishEvent>,
+    ) -> ApiResult<Vec<PublishResult>> {
+        if self.publishing.get() >= self.config.publish_queue_max {
+            return Err(ApiError::overloaded(1));
+        }
+        let _busy = InFlight::enter(&self.publishing);
+        let outcome = self.append_and_fan_out(channel, events)?;
         let mut results = outcome.results;
         self.flush_batches_soon().await;
-        self.deliver_to_hubs(&channel, &mut results, outcome.fresh)
+        self.deliver_to_hubs(channel, &mut results, outcome.fresh)
             .await;
-        ok_json(&results)
+        Ok(results)
     }
 
     /// Orders and stores the events (`core::publish`), sends each to the
@@ -841,4 +1162,16 @@ async fn deliver(stub: &Stub, body: String) -> Result<DeliverResponse> {
         )));
     }
     resp.json().await
+}
+
+/// Who a direct socket is, for presence frames.
+fn who(session: &Session) -> Who {
+    Who {
+        sub: session
+            .conn
+            .identity
+            .as_ref()
+            .and_then(|i| i.claims.sub.clone()),
+        connection_id: session.conn.id.clone(),
+    }
 }

@@ -23,7 +23,10 @@ use worker::{
     WebSocketIncomingMessage, WebSocketPair,
 };
 
+use crate::calls;
+use crate::commands::{self, Command};
 use crate::core::auth::Claims;
+use crate::core::channel::Channel;
 use crate::core::config::Config;
 use crate::core::dialect::{self, TopicFrame};
 use crate::core::error::{to_json, ApiError, ErrorCode, ErrorFrame};
@@ -31,18 +34,27 @@ use crate::core::filter::Filters;
 use crate::core::gap::{self, Step};
 use crate::core::internal::{
     AttachRequest, AttachResponse, DeliverRequest, DeliverResponse, Delivered, DetachRequest,
-    HubRoute, ReplayRequest, ReplayResponse, RoomRoute, CLAIMS_HEADER, HUB_HEADER, ROOM_BINDING,
+    HubRoute, MembersRequest, MembersResponse, PresenceChangeRequest, PresenceFrameRequest,
+    ReplayRequest, ReplayResponse, RoomRoute, SystemResponse, CLAIMS_HEADER, HUB_HEADER,
+    ROOM_BINDING,
 };
-use crate::core::protocol::{ChannelOnly, ClientMessage, Empty, ServerMessage};
+use crate::core::presence;
+use crate::core::protocol::{
+    ChannelOnly, ClientMessage, Empty, Member, PresenceChange, PresenceData, PublishEvent,
+    ServerMessage, Who,
+};
+use crate::core::publish;
 use crate::core::refusal::Refusal;
 use crate::core::session::{Conn, HubSession};
+use crate::core::status::SystemStatus;
 use crate::core::subscriptions::{check_subscribe, subscription_frames};
+use crate::core::time::rfc3339_ms;
 use crate::glue::{
     self, accept_claims, admit, await_auth, connection_id, error_response, fan_out, load, now_ms,
     now_rfc3339, refuse, save, send, send_flush, send_str, storage_failed, Outbox, Outgoing,
     Target,
 };
-use crate::hub_store::{HubStore, SubKind};
+use crate::hub_store::{HubStore, MemberRow, SubKind};
 use crate::locks::KeyedLocks;
 
 type ApiResult<T> = std::result::Result<T, ApiError>;
@@ -97,6 +109,9 @@ impl DurableObject for Hub {
             Some(HubRoute::Socket) => self.accept(req).await,
             Some(HubRoute::Deliver) => self.deliver(req).await,
             Some(HubRoute::Stats) => glue::json_response(self.stats_json(), 200),
+            Some(HubRoute::Members) => self.members(req).await,
+            Some(HubRoute::PresenceFrame) => self.presence_frame(req).await,
+            Some(HubRoute::System) => self.announce(req).await,
             None => error_response(&ApiError::new(ErrorCode::NotFound, "unknown hub path")),
         }
     }
@@ -110,14 +125,22 @@ impl DurableObject for Hub {
             return glue::lost_state(&ws);
         };
         let id = session.conn.id;
-        {
+        let command = {
             let _turn = self.turns.lock(&id).await;
-            if !self.closed.borrow().contains(&id) {
-                self.on_message(&ws, message).await;
+            if self.closed.borrow().contains(&id) {
+                None
+            } else {
+                self.on_message(&ws, message).await
             }
-        }
+        };
         if !self.turns.is_busy(&id) {
             self.closed.borrow_mut().remove(&id);
+        }
+        // A command waits for its backend outside the socket's turn, so a
+        // slow backend holds up no other message of this socket.
+        if let Some((command, claims)) = command {
+            let frame = commands::run(&self.env, &self.config, &id, &claims, &command).await;
+            send_str(&ws, &frame);
         }
         Ok(())
     }
@@ -234,7 +257,8 @@ impl Hub {
         via_url: bool,
     ) {
         let first = !session.conn.is_authenticated();
-        if !accept_claims(ws, session, claims, via_url, &self.config) {
+        let status = self.store.status();
+        if !accept_claims(ws, session, claims, via_url, &self.config, status.as_ref()) {
             return;
         }
         glue::wake_by(
@@ -257,15 +281,19 @@ impl Hub {
         send_str(ws, &dialect::connection(&now_rfc3339(), heartbeat_ms));
     }
 
-    async fn on_message(&self, ws: &WebSocket, message: WebSocketIncomingMessage) {
+    /// Handles one message in the socket's turn; a command is handed back
+    /// with the claims it runs under, to wait for its backend outside it.
+    async fn on_message(
+        &self,
+        ws: &WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> Option<(Command, Claims)> {
         let Some(mut session) = load::<HubSession>(ws) else {
             glue::lost_state(ws).ok();
-            return;
+            return None;
         };
         let now = now_ms();
-        let Some(parsed) = admit(ws, &mut session.conn, message, now, &self.config) else {
-            return;
-        };
+        let parsed = admit(ws, &mut session.conn, message, now, &self.config)?;
         // Saved before any await: a message handled meanwhile must see these counters.
         save(ws, &session);
         let ts = now_rfc3339();
@@ -273,11 +301,14 @@ impl Hub {
             parsed,
             Ok(ClientMessage::Subscribe { .. }
                 | ClientMessage::Unsubscribe { .. }
-                | ClientMessage::Topics { .. })
+                | ClientMessage::Topics { .. }
+                | ClientMessage::Publish(_)
+                | ClientMessage::Command { .. }
+                | ClientMessage::Presence { .. })
         );
         if needs_auth && !session.conn.is_authenticated() {
             send_str(ws, &glue::not_authenticated().frame(ErrorFrame::Error, &ts));
-            return;
+            return None;
         }
         match parsed {
             Err(e) => {
@@ -315,6 +346,7 @@ impl Hub {
             Ok(ClientMessage::Unsubscribe { channel }) => {
                 self.drop_subscription(SubKind::Channel, &session.conn.id, &channel)
                     .await;
+                self.leave(&session, &channel).await;
                 send_str(
                     ws,
                     &ServerMessage::Unsubscribed {
@@ -337,16 +369,179 @@ impl Hub {
                 subscribe: false,
                 topics,
             }) => {
-                let Some(identity) = &session.conn.identity else {
-                    return;
-                };
+                let identity = session.conn.identity.as_ref()?;
                 let (channels, _) = dialect::resolve(&topics, &identity.claims, &self.config);
                 for channel in channels {
                     self.drop_subscription(SubKind::Topic, &session.conn.id, channel)
                         .await;
                 }
             }
+            Ok(ClientMessage::Publish(event)) => {
+                let claims = &session.conn.identity.as_ref()?.claims;
+                send_str(ws, &self.publish_sent(claims, &event).await);
+            }
+            Ok(ClientMessage::Presence { channel }) => {
+                let claims = &session.conn.identity.as_ref()?.claims;
+                send_str(ws, &self.presence_of(claims, &channel).await);
+            }
+            Ok(ClientMessage::Command { name, message, id }) => {
+                let claims = session.conn.identity.as_ref()?.claims.clone();
+                return Some((Command { name, message, id }, claims));
+            }
         }
+        None
+    }
+
+    /// A socket's `publish`: checked like an HTTP publish, then published
+    /// through the channel's room; answers `published` or the error.
+    async fn publish_sent(&self, claims: &Claims, event: &PublishEvent) -> String {
+        let ts = now_rfc3339();
+        let outcome = match publish::check_sent(claims, event, &self.config) {
+            Ok(channel) => calls::publish(&self.env, channel.name(), &[event]).await,
+            Err(e) => Err(e),
+        };
+        match outcome.as_deref() {
+            Ok([result]) => publish::published_frame(result, event.id.as_deref(), &ts),
+            Ok(_) => ApiError::internal("the channel answered a malformed result")
+                .frame(ErrorFrame::Error, &ts),
+            Err(e) => e.frame(ErrorFrame::Error, &ts),
+        }
+    }
+
+    /// A socket's `presence`: the channel's members over every route.
+    async fn presence_of(&self, claims: &Claims, channel: &str) -> String {
+        let ts = now_rfc3339();
+        let members = match presence::channel_for(claims, channel, &self.config) {
+            Ok(channel) => calls::presence(&self.env, channel.name()).await,
+            Err(e) => Err(e),
+        };
+        match members {
+            Ok(members) => ServerMessage::Presence {
+                timestamp: &ts,
+                data: PresenceData {
+                    channel,
+                    members: &members,
+                },
+            }
+            .to_json(),
+            Err(e) => e.frame(ErrorFrame::Error, &ts),
+        }
+    }
+
+    /// After a subscribe to a presence channel: records the member and has
+    /// the room tell every other subscriber (a repeat subscribe is no join).
+    async fn join(&self, session: &HubSession, channel: &Channel) {
+        if !channel.has_presence(&self.config) {
+            return;
+        }
+        let sub = session
+            .conn
+            .identity
+            .as_ref()
+            .and_then(|i| i.claims.sub.as_deref());
+        match self
+            .store
+            .join(&session.conn.id, channel.name(), sub, now_ms())
+        {
+            Ok(true) => {
+                let who = Who {
+                    sub: sub.map(str::to_owned),
+                    connection_id: session.conn.id.clone(),
+                };
+                self.tell_room(channel.name(), PresenceChange::Join, who)
+                    .await;
+            }
+            Ok(false) => {}
+            Err(e) => worker::console_error!("cannot record presence: {e}"),
+        }
+    }
+
+    /// After an unsubscribe: the member leaves, if it was present.
+    async fn leave(&self, session: &HubSession, channel: &str) {
+        match self.store.leave(&session.conn.id, channel) {
+            Ok(true) => {
+                let who = Who {
+                    sub: session
+                        .conn
+                        .identity
+                        .as_ref()
+                        .and_then(|i| i.claims.sub.clone()),
+                    connection_id: session.conn.id.clone(),
+                };
+                self.tell_room(channel, PresenceChange::Leave, who).await;
+            }
+            Ok(false) => {}
+            Err(e) => worker::console_error!("cannot record presence: {e}"),
+        }
+    }
+
+    /// Has the channel's room send a join or leave to every other subscriber.
+    async fn tell_room(&self, channel: &str, change: PresenceChange, who: Who) {
+        let body = to_json(&PresenceChangeRequest { change, who });
+        if let Err(e) = self
+            .room_text(RoomRoute::PresenceChange, channel, body)
+            .await
+        {
+            worker::console_error!("presence change of {channel} failed: {}", e.message);
+        }
+    }
+
+    /// Room → hub: this hub's live members of a channel; rows of sockets
+    /// that are gone (a restart, a lost close) are dropped.
+    async fn members(&self, mut req: Request) -> Result<Response> {
+        let Ok(body) = req.json::<MembersRequest>().await else {
+            return error_response(&ApiError::internal("malformed members request"));
+        };
+        let rows = self.store.members(&body.channel).unwrap_or_default();
+        let mut members = Vec::with_capacity(rows.len());
+        for row in rows {
+            if self.socket(&row.conn).is_some() {
+                members.push(member_of(row));
+            } else if let Err(e) = self.store.leave(&row.conn, &row.channel) {
+                worker::console_error!("cannot drop a stale member: {e}");
+            }
+        }
+        glue::ok_json(&MembersResponse { members })
+    }
+
+    /// Room → hub: a presence frame for the channel's subscribers here.
+    async fn presence_frame(&self, mut req: Request) -> Result<Response> {
+        let Ok(body) = req.json::<PresenceFrameRequest>().await else {
+            return error_response(&ApiError::internal("malformed presence frame"));
+        };
+        let frame = JsValue::from_str(&body.frame);
+        let mut delivered = 0u64;
+        for (conn, _) in self.store.channel_subscribers(&body.channel) {
+            if conn == body.except {
+                continue;
+            }
+            if let Some((ws, _)) = self.socket(&conn) {
+                delivered += u64::from(send(&ws, &frame));
+            }
+        }
+        glue::ok_json(&SystemResponse { delivered })
+    }
+
+    /// Worker → hub: stores a system status and sends it to every
+    /// authenticated socket here.
+    async fn announce(&self, mut req: Request) -> Result<Response> {
+        let Ok(status) = req.json::<SystemStatus>().await else {
+            return error_response(&ApiError::internal("malformed status"));
+        };
+        if let Err(e) = self.store.set_status(&status) {
+            worker::console_error!("cannot store the system status: {e}");
+        }
+        let frame = JsValue::from_str(&status.frame(&now_rfc3339()));
+        let delivered = self
+            .state
+            .get_websockets()
+            .iter()
+            .filter(|ws| {
+                load::<HubSession>(ws).is_some_and(|s| s.conn.is_authenticated())
+                    && send(ws, &frame)
+            })
+            .count() as u64;
+        glue::ok_json(&SystemResponse { delivered })
     }
 
     /// Subscribes (or re-subscribes with new filters): attaches to the room
@@ -370,7 +565,7 @@ impl Hub {
             check_subscribe(identity, subs, conn, channel, filters, &self.config)
         })?;
         let channel = parsed.name();
-        let _held = self.hold(channel).await;
+        let held = self.hold(channel).await;
         // A repeat subscribe stops the old one first, so no event reaches the
         // socket both live and in the new state.
         self.store
@@ -393,6 +588,8 @@ impl Hub {
         for frame in subscription_frames(channel, &filters, &state, &now_rfc3339()) {
             send_str(ws, &frame);
         }
+        drop(held);
+        self.join(session, &parsed).await;
         Ok(())
     }
 
@@ -487,6 +684,19 @@ impl Hub {
         for channel in channels {
             let _held = self.hold(&channel).await;
             self.release(&channel).await;
+        }
+        match self.store.leave_all(&conn) {
+            Ok(rows) => {
+                for row in rows {
+                    let who = Who {
+                        sub: row.sub,
+                        connection_id: conn.clone(),
+                    };
+                    self.tell_room(&row.channel, PresenceChange::Leave, who)
+                        .await;
+                }
+            }
+            Err(e) => worker::console_error!("cannot drop presence: {e}"),
         }
     }
 
@@ -779,4 +989,13 @@ fn stored_failed(e: worker::Error) -> ApiError {
         ErrorCode::InternalError,
         "the subscription could not be stored",
     )(e)
+}
+
+/// A member as the presence answer lists it.
+fn member_of(row: MemberRow) -> Member {
+    Member {
+        sub: row.sub,
+        connection_id: row.conn,
+        joined_at: rfc3339_ms(row.joined_ms),
+    }
 }

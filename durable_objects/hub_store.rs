@@ -10,6 +10,7 @@ use serde::Deserialize;
 use worker::{Result, SqlStorage, SqlStorageValue};
 
 use crate::core::filter::Filters;
+use crate::core::status::SystemStatus;
 use crate::core::subscriptions::Subscriptions;
 
 const SCHEMA: &str = "
@@ -18,7 +19,18 @@ CREATE TABLE IF NOT EXISTS subs (conn TEXT NOT NULL, channel TEXT NOT NULL, filt
   PRIMARY KEY (conn, channel));
 CREATE TABLE IF NOT EXISTS topics (conn TEXT NOT NULL, channel TEXT NOT NULL, PRIMARY KEY (conn, channel));
 CREATE TABLE IF NOT EXISTS cursors (channel TEXT PRIMARY KEY, applied INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS members (conn TEXT NOT NULL, channel TEXT NOT NULL, sub TEXT,
+  joined_ms INTEGER NOT NULL, PRIMARY KEY (conn, channel));
 ";
+
+/// A socket of this hub present on a channel.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MemberRow {
+    pub conn: String,
+    pub channel: String,
+    pub sub: Option<String>,
+    pub joined_ms: i64,
+}
 
 /// Which kind of subscription: a channel with filters, or a dialect topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +168,79 @@ impl HubStore {
             vec![text(name)],
         )?;
         Ok(())
+    }
+
+    /// The last system status announced to this hub.
+    pub fn status(&self) -> Option<SystemStatus> {
+        #[derive(Deserialize)]
+        struct Row {
+            v: String,
+        }
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT v FROM meta WHERE k = 'status'", None)
+            .and_then(|c| c.to_array())
+            .ok()?;
+        rows.into_iter()
+            .next()
+            .and_then(|r| serde_json::from_str(&r.v).ok())
+    }
+
+    /// Stores an announced system status.
+    pub fn set_status(&self, status: &SystemStatus) -> Result<()> {
+        self.sql.exec(
+            "INSERT OR REPLACE INTO meta (k, v) VALUES ('status', ?)",
+            vec![text(&crate::core::error::to_json(status))],
+        )?;
+        Ok(())
+    }
+
+    /// Records that a socket joined a presence channel; `false` when it had
+    /// already (a repeat subscribe with new filters is no new join).
+    pub fn join(&self, conn: &str, channel: &str, sub: Option<&str>, at_ms: i64) -> Result<bool> {
+        let cursor = self.sql.exec(
+            "INSERT OR IGNORE INTO members (conn, channel, sub, joined_ms) VALUES (?, ?, ?, ?)",
+            vec![
+                text(conn),
+                text(channel),
+                sub.map_or(SqlStorageValue::Null, text),
+                SqlStorageValue::Integer(at_ms),
+            ],
+        )?;
+        Ok(cursor.rows_written() > 0)
+    }
+
+    /// Removes a socket from a presence channel; `false` when it was not there.
+    pub fn leave(&self, conn: &str, channel: &str) -> Result<bool> {
+        let cursor = self.sql.exec(
+            "DELETE FROM members WHERE conn = ? AND channel = ?",
+            vec![text(conn), text(channel)],
+        )?;
+        Ok(cursor.rows_written() > 0)
+    }
+
+    /// Removes a socket from every presence channel; returns what it left.
+    pub fn leave_all(&self, conn: &str) -> Result<Vec<MemberRow>> {
+        let rows: Vec<MemberRow> = self
+            .sql
+            .exec(
+                "SELECT conn, channel, sub, joined_ms FROM members WHERE conn = ?",
+                vec![text(conn)],
+            )?
+            .to_array()?;
+        self.sql
+            .exec("DELETE FROM members WHERE conn = ?", vec![text(conn)])?;
+        Ok(rows)
+    }
+
+    /// The sockets recorded as present on `channel`.
+    pub fn members(&self, channel: &str) -> Result<Vec<MemberRow>> {
+        self.sql
+            .exec(
+                "SELECT conn, channel, sub, joined_ms FROM members WHERE channel = ? ORDER BY joined_ms",
+                vec![text(channel)],
+            )?
+            .to_array()
     }
 
     /// Runs a read of the channel index (for subscribe checks).

@@ -11,6 +11,7 @@ use crate::core::config::Config;
 use crate::core::internal::Delivered;
 use crate::core::publish::{Appended, EventLog};
 use crate::core::snapshot::SnapshotOp;
+use crate::core::status::SystemStatus;
 
 /// The SQLite tables of one ChannelRoom.
 pub struct RoomStore {
@@ -178,6 +179,50 @@ impl RoomStore {
             .exec("SELECT v FROM about WHERE k = 'channel'", None)?
             .to_array()?;
         Ok(rows.into_iter().next().map(|r| r.v))
+    }
+
+    /// A value of the `about` table.
+    fn about(&self, key: &str) -> Result<Option<String>> {
+        #[derive(Deserialize)]
+        struct Row {
+            v: String,
+        }
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT v FROM about WHERE k = ?", vec![text(key)])?
+            .to_array()?;
+        Ok(rows.into_iter().next().map(|r| r.v))
+    }
+
+    fn set_about(&self, key: &str, value: &str) -> Result<()> {
+        self.sql.exec(
+            "INSERT OR REPLACE INTO about (k, v) VALUES (?, ?)",
+            vec![text(key), text(value)],
+        )?;
+        Ok(())
+    }
+
+    /// The last system status this room learned (announced, or answered
+    /// when it registered with the directory).
+    pub fn status(&self) -> Result<Option<SystemStatus>> {
+        Ok(self
+            .about("status")?
+            .and_then(|v| serde_json::from_str(&v).ok()))
+    }
+
+    /// Stores the system status.
+    pub fn set_status(&self, status: &SystemStatus) -> Result<()> {
+        self.set_about("status", &crate::core::error::to_json(status))
+    }
+
+    /// Whether this room is registered with the directory.
+    pub fn registered(&self) -> Result<bool> {
+        Ok(self.about("registered")?.is_some())
+    }
+
+    /// Notes that this room registered with the directory.
+    pub fn set_registered(&self) -> Result<()> {
+        self.set_about("registered", "1")
     }
 
     /// Remembers the channel this room serves (for work an alarm does).

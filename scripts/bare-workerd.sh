@@ -6,7 +6,7 @@
 # foreground (callers background it).
 #
 # Usage: bare-workerd.sh WRANGLER_TOML PORT STATE_DIR [DO BINDING=Class]... [VAR NAME=value]...
-#   e.g. bare-workerd.sh wrangler.toml 8795 /tmp/gw DO CHANNEL_ROOM=ChannelRoom DO HUB=Hub VAR JWT_SECRET=s
+#   e.g. bare-workerd.sh wrangler.toml 8795 /tmp/gw DO CHANNEL_ROOM=ChannelRoom DO HUB=Hub DO DIRECTORY=Directory VAR JWT_SECRET=s
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"
 cd "$ROOT"

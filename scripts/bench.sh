@@ -50,7 +50,7 @@ setsid taskset -c 0 env PORT="$NODE_PORT" node bench/baselines/node-ws/server.js
 # dev registry or inspector between the objects (see BENCHMARKS.md).
 GW_BARE_PORT=$(free_port); JS_BARE_PORT=$(free_port)
 setsid taskset -c 0 bash scripts/bare-workerd.sh wrangler.toml "$GW_BARE_PORT" "$STATE/gw-bare" \
-  DO CHANNEL_ROOM=ChannelRoom DO HUB=Hub VAR "JWT_SECRET=$SECRET" VAR MAX_MESSAGES_PER_MINUTE=100000 \
+  DO CHANNEL_ROOM=ChannelRoom DO HUB=Hub DO DIRECTORY=Directory VAR "JWT_SECRET=$SECRET" VAR MAX_MESSAGES_PER_MINUTE=100000 \
   VAR BURST_LIMIT=100000 > "$STATE/gw-bare.log" 2>&1 & PIDS+=($!)
 setsid taskset -c 0 bash scripts/bare-workerd.sh bench/baselines/js-do/wrangler.toml "$JS_BARE_PORT" "$STATE/js-bare" \
   DO CHANNEL=Channel > "$STATE/js-bare.log" 2>&1 & PIDS+=($!)

@@ -25,6 +25,7 @@ use crate::core::protocol::{
 };
 use crate::core::refusal::Refusal;
 use crate::core::session::{Conn, Deadline, HasConn, MAX_ATTACHMENT_BYTES};
+use crate::core::status::SystemStatus;
 use crate::core::time::rfc3339_ms;
 
 /// Milliseconds since the epoch, from the runtime's clock.
@@ -312,6 +313,7 @@ pub fn accept_claims<S: HasConn + serde::Serialize>(
     claims: &Claims,
     via_url: bool,
     config: &Config,
+    status: Option<&SystemStatus>,
 ) -> bool {
     if let Some(refusal) = Refusal::of_claims(claims, None) {
         refuse(ws, refusal);
@@ -323,6 +325,10 @@ pub fn accept_claims<S: HasConn + serde::Serialize>(
         return false;
     }
     send_str(ws, &auth_success(claims, &session.conn().id));
+    // SPEC: a status other than online is the very next frame.
+    if let Some(status) = status.filter(|s| s.is_announced()) {
+        send_str(ws, &status.frame(&now_rfc3339()));
+    }
     if via_url {
         send_str(ws, &rate_limit_info(config));
     }
@@ -368,7 +374,9 @@ pub fn admit(
         return None;
     }
     let parsed = match message {
-        WebSocketIncomingMessage::String(text) => ClientMessage::parse(&text),
+        WebSocketIncomingMessage::String(text) => {
+            ClientMessage::parse_with(&text, &config.commands)
+        }
         WebSocketIncomingMessage::Binary(_) => Err(ApiError::new(
             ErrorCode::InvalidMessage,
             "binary frames are not accepted; send JSON text",

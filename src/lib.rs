@@ -7,8 +7,15 @@
 pub mod core;
 
 #[cfg(target_arch = "wasm32")]
+mod calls;
+#[cfg(target_arch = "wasm32")]
 #[path = "../durable_objects/channel_room.rs"]
 mod channel_room;
+#[cfg(target_arch = "wasm32")]
+mod commands;
+#[cfg(target_arch = "wasm32")]
+#[path = "../durable_objects/directory.rs"]
+mod directory;
 #[cfg(target_arch = "wasm32")]
 mod glue;
 #[cfg(target_arch = "wasm32")]

@@ -4,28 +4,22 @@
 use std::collections::BTreeMap;
 
 use futures::future::join_all;
-use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response, Result, Stub};
+use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response, Result};
 
-use std::time::Duration;
-
-use futures::future::{select, Either};
-
+use crate::calls::{self, room};
 use crate::core::auth::Claims;
 use crate::core::channel::Channel;
 use crate::core::config::Config;
 use crate::core::error::{to_json, ApiError, ErrorCode};
 use crate::core::internal::{
-    hub_name, HubRoute, RoomRoute, CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING, HUB_HEADER,
-    ROOM_BINDING,
+    hub_name, DirectoryRoute, HubRoute, RoomRoute, RoomsResponse, SystemResponse, CHANNEL_HEADER,
+    CLAIMS_HEADER, HUB_BINDING, HUB_HEADER,
 };
 use crate::core::protocol::{parse_publish, PublishEvent, PublishResult, MAX_FRAME_BYTES};
+use crate::core::publish;
 use crate::core::refusal::Refusal;
+use crate::core::status::SystemStatus;
 use crate::glue::{self, error_response, json_response, now_ms, refuse_upgrade};
-
-/// A publish the room has not answered by then is answered 503 `OVERLOADED`
-/// (SPEC: every publish is answered within 10 s); a retry with the same ids
-/// is safe either way.
-const PUBLISH_DEADLINE: Duration = Duration::from_millis(9_000);
 /// Room name used by `/healthz`; never a valid channel name.
 const HEALTH_ROOM: &str = "__healthz";
 
@@ -57,6 +51,8 @@ enum Route<'a> {
     ChannelWs(&'a str),
     Snapshot(&'a str),
     History(&'a str),
+    Presence(&'a str),
+    SystemStatus,
     NotFound,
 }
 
@@ -70,6 +66,8 @@ fn parse_path(path: &str) -> Route<'_> {
         ["ws", channel] if !channel.is_empty() => Route::ChannelWs(channel),
         ["v1", "channels", channel, "snapshot"] => Route::Snapshot(channel),
         ["v1", "channels", channel, "history"] => Route::History(channel),
+        ["v1", "channels", channel, "presence"] => Route::Presence(channel),
+        ["v1", "system", "status"] => Route::SystemStatus,
         _ => Route::NotFound,
     }
 }
@@ -136,15 +134,20 @@ async fn route(req: Request, env: &Env) -> Result<Response> {
             Method::Get => channel_read(req, env, raw, RoomRoute::History).await,
             _ => method_not_allowed("GET"),
         },
+        Route::Presence(raw) => match method {
+            Method::Get => channel_read(req, env, raw, RoomRoute::Presence).await,
+            _ => method_not_allowed("GET"),
+        },
+        Route::SystemStatus => match method {
+            Method::Get => current_status(req, env).await,
+            Method::Post => set_status(req, env).await,
+            _ => method_not_allowed("GET, POST"),
+        },
         Route::NotFound => error_response(
             &ApiError::new(ErrorCode::NotFound, format!("no route for {}", url.path()))
                 .with("path", url.path()),
         ),
     }
-}
-
-fn room(env: &Env, name: &str) -> Result<Stub> {
-    env.durable_object(ROOM_BINDING)?.get_by_name(name)
 }
 
 async fn health(env: &Env) -> Result<Response> {
@@ -341,7 +344,7 @@ async fn stats(req: Request, env: &Env) -> Result<Response> {
     })
 }
 
-/// `GET /v1/channels/{channel}/snapshot|history`: any scope, within the
+/// `GET /v1/channels/{channel}/snapshot|history|presence`: any scope, within the
 /// token's `channels` claim; a history query is validated here.
 async fn channel_read(req: Request, env: &Env, raw: &str, what: RoomRoute) -> Result<Response> {
     let config = glue::config(env);
@@ -355,6 +358,11 @@ async fn channel_read(req: Request, env: &Env, raw: &str, what: RoomRoute) -> Re
     };
     if !claims.allows(&channel, false) {
         return error_response(&ApiError::forbidden_channel(channel.name()));
+    }
+    if what == RoomRoute::Presence {
+        if let Err(e) = crate::core::presence::channel_for(&claims, channel.name(), &config) {
+            return error_response(&e);
+        }
     }
     let mut target = what.url();
     if what == RoomRoute::History {
@@ -374,10 +382,7 @@ async fn publish(mut req: Request, env: &Env) -> Result<Response> {
         Err(e) => return error_response(&e),
     };
     if !claims.scopes.publish {
-        return error_response(&ApiError::new(
-            ErrorCode::Forbidden,
-            "publishing needs a token with scope 'publish'",
-        ));
+        return error_response(&publish::needs_publish_scope());
     }
     let declared = req
         .headers()
@@ -407,8 +412,7 @@ async fn publish(mut req: Request, env: &Env) -> Result<Response> {
         let Ok(channel) = Channel::parse(&ev.channel, &config) else {
             continue;
         };
-        if !claims.allows(&channel, true) {
-            let mut err = ApiError::forbidden_channel(&ev.channel);
+        if let Err(mut err) = publish::authorize(&claims, &channel) {
             if events.len() > 1 {
                 err = err.with("index", i);
             }
@@ -423,7 +427,7 @@ async fn publish(mut req: Request, env: &Env) -> Result<Response> {
     }
     let calls = groups.iter().map(|(channel, items)| async move {
         let batch: Vec<&PublishEvent> = items.iter().map(|(_, e)| *e).collect();
-        (items, room_publish(env, channel, &batch).await)
+        (items, calls::publish(env, channel, &batch).await)
     });
     let mut results: Vec<Option<PublishResult>> = vec![None; events.len()];
     for (items, outcome) in join_all(calls).await {
@@ -448,50 +452,80 @@ async fn publish(mut req: Request, env: &Env) -> Result<Response> {
     })
 }
 
-async fn room_publish(
-    env: &Env,
-    channel: &str,
-    batch: &[&PublishEvent],
-) -> std::result::Result<Vec<PublishResult>, ApiError> {
-    let unreachable = |_| ApiError::overloaded(1).with("channel", channel);
-    let req = glue::internal_request(
-        &RoomRoute::Publish.url(),
-        Some(channel),
-        Some(to_json(batch)),
-    )
-    .map_err(unreachable)?;
-    let stub = room(env, channel).map_err(unreachable)?;
-    let call = async {
-        let mut resp = stub.fetch_with_request(req).await?;
-        let text = resp.text().await?;
-        Ok::<_, worker::Error>((resp.status_code(), text))
-    };
-    let deadline = worker::Delay::from(PUBLISH_DEADLINE);
-    let (status, text) = match select(Box::pin(call), deadline).await {
-        Either::Left((answer, _)) => answer.map_err(unreachable)?,
-        Either::Right(_) => return Err(ApiError::overloaded(1).with("channel", channel)),
-    };
-    if status != 200 {
-        #[derive(serde::Deserialize)]
-        struct Body {
-            error: ApiErrorIn,
-        }
-        #[derive(serde::Deserialize)]
-        struct ApiErrorIn {
-            message: String,
-            #[serde(default)]
-            details: Option<serde_json::Map<String, serde_json::Value>>,
-        }
-        let parsed = serde_json::from_str::<Body>(&text).ok();
-        if status == 503 {
-            let retry = parsed
-                .as_ref()
-                .and_then(|b| b.error.details.as_ref()?.get("retry_after_s")?.as_u64())
-                .unwrap_or(1);
-            return Err(ApiError::overloaded(retry).with("channel", channel));
-        }
-        let message = parsed.map(|b| b.error.message).unwrap_or(text);
-        return Err(ApiError::new(ErrorCode::InternalError, message).with("channel", channel));
+/// `GET /v1/system/status`: the current status, for any token.
+async fn current_status(req: Request, env: &Env) -> Result<Response> {
+    if let Err(e) = bearer(&req, env).await {
+        return error_response(&e);
     }
-    serde_json::from_str(&text).map_err(|e| ApiError::internal(format!("bad room answer: {e}")))
+    match calls::to_directory::<SystemStatus>(env, DirectoryRoute::Status, None).await {
+        Ok(status) => json_response(status.current_json(), 200),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// `POST /v1/system/status` (scope `admin`): stores the status, then
+/// announces it to every socket on every hub and every room holding sockets.
+async fn set_status(mut req: Request, env: &Env) -> Result<Response> {
+    let claims = match bearer(&req, env).await {
+        Ok(c) => c,
+        Err(e) => return error_response(&e),
+    };
+    if !claims.scopes.admin {
+        return error_response(&ApiError::new(
+            ErrorCode::Forbidden,
+            "setting the system status needs a token with scope 'admin'",
+        ));
+    }
+    let body = req.text().await.unwrap_or_default();
+    let status = match SystemStatus::parse(&body, now_ms() / 1000) {
+        Ok(s) => s,
+        Err(e) => return error_response(&e),
+    };
+    let stored = to_json(&status);
+    let rooms = match calls::to_directory::<RoomsResponse>(
+        env,
+        DirectoryRoute::SetStatus,
+        Some(stored.clone()),
+    )
+    .await
+    {
+        Ok(r) => r.rooms,
+        Err(e) => return error_response(&e),
+    };
+    let config = glue::config(env);
+    let hubs = env.durable_object(HUB_BINDING)?;
+    let hub_calls = (0..config.hub_shards).map(|i| {
+        let stub = hubs.get_by_name(&hub_name(i));
+        let body = stored.clone();
+        async move {
+            let req = glue::internal_request(&HubRoute::System.url(), None, Some(body))?;
+            let mut resp = stub?.fetch_with_request(req).await?;
+            resp.json::<SystemResponse>().await
+        }
+    });
+    let room_calls = rooms.iter().map(|name| {
+        let body = stored.clone();
+        async move {
+            let req = glue::internal_request(&RoomRoute::System.url(), Some(name), Some(body))?;
+            let mut resp = room(env, name)?.fetch_with_request(req).await?;
+            resp.json::<SystemResponse>().await
+        }
+    });
+    let (hub_answers, room_answers) = futures::join!(join_all(hub_calls), join_all(room_calls));
+    let mut delivered = 0;
+    for answer in hub_answers.into_iter().chain(room_answers) {
+        match answer {
+            Ok(a) => delivered += a.delivered,
+            Err(e) => worker::console_error!("system status announcement failed: {e}"),
+        }
+    }
+    #[derive(serde::Serialize)]
+    struct Answer {
+        status: crate::core::status::Level,
+        delivered: u64,
+    }
+    glue::ok_json(&Answer {
+        status: status.status,
+        delivered,
+    })
 }

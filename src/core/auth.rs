@@ -17,6 +17,9 @@ use super::keys::{KeySet, PublicKey};
 pub struct Scopes {
     pub subscribe: bool,
     pub publish: bool,
+    /// Operator endpoints (`POST /v1/system/status`, `/metrics`).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// The claims the gateway reads, after the signature and times were checked.
@@ -225,6 +228,7 @@ fn claims_of(token: &Token<CustomClaims>, now_s: i64, leeway_s: i64) -> Result<C
         None => Scopes {
             subscribe: true,
             publish: false,
+            admin: false,
         },
         Some(s) => {
             let words: Vec<&str> = match s {
@@ -234,6 +238,7 @@ fn claims_of(token: &Token<CustomClaims>, now_s: i64, leeway_s: i64) -> Result<C
             Scopes {
                 subscribe: words.contains(&"subscribe"),
                 publish: words.contains(&"publish"),
+                admin: words.contains(&"admin"),
             }
         }
     };
@@ -362,7 +367,8 @@ mod tests {
             c.scopes,
             Scopes {
                 subscribe: true,
-                publish: false
+                publish: false,
+                admin: false,
             }
         );
     }

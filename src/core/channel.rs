@@ -150,6 +150,16 @@ impl Channel {
         matches!(self.kind, Kind::Known(_))
     }
 
+    /// Whether the channel keeps presence: a namespaced channel of one of
+    /// `PRESENCE_NAMESPACES`.
+    pub fn has_presence(&self, config: &Config) -> bool {
+        self.kind == Kind::Namespaced
+            && self
+                .name
+                .split_once(':')
+                .is_some_and(|(ns, _)| config.presence_namespaces.iter().any(|p| p == ns))
+    }
+
     /// Checks an event a producer wants to publish here: its type and, for a
     /// known channel, that `data` holds the snapshot key. `field_prefix` names
     /// where the event sits in the request (`""` or `"events[3]."`).
@@ -211,6 +221,17 @@ mod tests {
         for k in Known::ALL {
             assert_eq!(parse(k.name()).unwrap().kind(), &Kind::Known(k));
         }
+    }
+
+    #[test]
+    fn presence_is_for_the_configured_namespaces_only() {
+        assert!(parse("conversation:c1")
+            .unwrap()
+            .has_presence(&Config::default()));
+        assert!(!parse("accidents").unwrap().has_presence(&Config::default()));
+        let mut c = Config::default();
+        c.presence_namespaces.clear();
+        assert!(!parse("conversation:c1").unwrap().has_presence(&c));
     }
 
     #[test]

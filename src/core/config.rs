@@ -38,6 +38,16 @@ pub struct Config {
     /// Test-only fault: a room drops every Nth push to a hub as if the call
     /// failed (`TEST_DROP_HUB_DELIVERY_EVERY`; 0, the default, never).
     pub test_drop_hub_delivery_every: u64,
+    /// Client message types forwarded to the command backend (`COMMANDS`,
+    /// comma separated).
+    pub commands: Vec<String>,
+    /// Where commands are forwarded (`COMMAND_URL`); `None` answers every
+    /// command `COMMAND_FAILED` with `not_configured`.
+    pub command_url: Option<String>,
+    /// How long a command waits for the backend (`COMMAND_TIMEOUT_MS`).
+    pub command_timeout_ms: u32,
+    /// Namespaces whose channels keep presence (`PRESENCE_NAMESPACES`).
+    pub presence_namespaces: Vec<String>,
 }
 
 impl Default for Config {
@@ -58,6 +68,10 @@ impl Default for Config {
             hub_shards: 4,
             publish_queue_max: 64,
             test_drop_hub_delivery_every: 0,
+            commands: vec!["stream_control".to_owned()],
+            command_url: None,
+            command_timeout_ms: 5000,
+            presence_namespaces: vec!["conversation".to_owned()],
         }
     }
 }
@@ -70,15 +84,17 @@ impl Config {
         fn num<T: std::str::FromStr>(v: Option<String>, default: T) -> T {
             v.and_then(|s| s.trim().parse().ok()).unwrap_or(default)
         }
-        let namespaces = lookup("NAMESPACES")
-            .map(|s| {
+        fn list(v: Option<String>, default: Vec<String>) -> Vec<String> {
+            v.map(|s| {
                 s.split(',')
                     .map(str::trim)
                     .filter(|n| !n.is_empty())
                     .map(str::to_owned)
                     .collect()
             })
-            .unwrap_or(d.namespaces);
+            .unwrap_or(default)
+        }
+        let namespaces = list(lookup("NAMESPACES"), d.namespaces);
         Config {
             max_subscriptions: num(lookup("MAX_SUBSCRIPTIONS"), d.max_subscriptions),
             max_messages_per_minute: num(
@@ -101,6 +117,10 @@ impl Config {
                 lookup("TEST_DROP_HUB_DELIVERY_EVERY"),
                 d.test_drop_hub_delivery_every,
             ),
+            commands: list(lookup("COMMANDS"), d.commands),
+            command_url: lookup("COMMAND_URL").filter(|u| !u.trim().is_empty()),
+            command_timeout_ms: num(lookup("COMMAND_TIMEOUT_MS"), d.command_timeout_ms).max(1),
+            presence_namespaces: list(lookup("PRESENCE_NAMESPACES"), d.presence_namespaces),
         }
     }
 }
@@ -119,6 +139,9 @@ mod tests {
         assert_eq!((c.heartbeat_timeout_s, c.keepalive_s), (90, 45));
         assert_eq!(c.publish_queue_max, 64);
         assert_eq!(c.test_drop_hub_delivery_every, 0);
+        assert_eq!(c.commands, vec!["stream_control"]);
+        assert_eq!((c.command_url, c.command_timeout_ms), (None, 5000));
+        assert_eq!(c.presence_namespaces, vec!["conversation"]);
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub enum ErrorCode {
     Forbidden,
     MessageTooLarge,
     Overloaded,
+    /// A command's backend failed, timed out or is not configured.
+    CommandFailed,
     InternalError,
     NotFound,
     MethodNotAllowed,
@@ -36,6 +38,7 @@ impl ErrorCode {
             ErrorCode::UpgradeRequired => 426,
             ErrorCode::RateLimitExceeded => 429,
             ErrorCode::Overloaded => 503,
+            ErrorCode::CommandFailed => 502,
             ErrorCode::InternalError => 500,
             ErrorCode::SubscriptionFailed
             | ErrorCode::InvalidMessage
@@ -56,6 +59,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::MessageTooLarge => "MESSAGE_TOO_LARGE",
             ErrorCode::Overloaded => "OVERLOADED",
+            ErrorCode::CommandFailed => "COMMAND_FAILED",
             ErrorCode::InternalError => "INTERNAL_ERROR",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
@@ -300,6 +304,7 @@ mod tests {
             (ErrorCode::Forbidden, "FORBIDDEN", 403),
             (ErrorCode::MessageTooLarge, "MESSAGE_TOO_LARGE", 413),
             (ErrorCode::Overloaded, "OVERLOADED", 503),
+            (ErrorCode::CommandFailed, "COMMAND_FAILED", 502),
             (ErrorCode::InternalError, "INTERNAL_ERROR", 500),
             (ErrorCode::NotFound, "NOT_FOUND", 404),
             (ErrorCode::MethodNotAllowed, "METHOD_NOT_ALLOWED", 405),

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::filter::Filters;
+use super::protocol::{Member, PresenceChange, Who};
+use super::status::SystemStatus;
 
 /// Header carrying claims the Worker already verified to a Durable Object.
 pub const CLAIMS_HEADER: &str = "x-uip-claims";
@@ -17,6 +19,10 @@ pub const HUB_HEADER: &str = "x-uip-hub";
 pub const ROOM_BINDING: &str = "CHANNEL_ROOM";
 /// Binding of the Hub namespace.
 pub const HUB_BINDING: &str = "HUB";
+/// Binding of the Directory namespace.
+pub const DIRECTORY_BINDING: &str = "DIRECTORY";
+/// The one Directory object's name.
+pub const DIRECTORY_NAME: &str = "directory";
 
 /// The name of hub shard `i`.
 pub fn hub_name(i: u32) -> String {
@@ -38,6 +44,12 @@ pub enum RoomRoute {
     Detach,
     /// Hub → room: events the hub missed, for gap repair.
     Replay,
+    /// The channel's members over the room's sockets and every hub.
+    Presence,
+    /// Hub → room: a hub socket joined or left; tell every other subscriber.
+    PresenceChange,
+    /// Worker → room: announce a system status to the direct sockets.
+    System,
 }
 
 /// The paths a Hub answers.
@@ -47,10 +59,31 @@ pub enum HubRoute {
     /// Room → hub: new events of a channel.
     Deliver,
     Stats,
+    /// Room → hub: this hub's members of a channel.
+    Members,
+    /// Room → hub: a presence frame for a channel's subscribers.
+    PresenceFrame,
+    /// Worker → hub: announce a system status to every socket.
+    System,
+}
+
+/// The paths the Directory answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectoryRoute {
+    /// The current system status.
+    Status,
+    /// Store a new system status.
+    SetStatus,
+    /// Room → directory: it holds sockets; answers the current status.
+    Register,
+    /// Room → directory: its last socket left.
+    Unregister,
+    /// The rooms that hold sockets.
+    Rooms,
 }
 
 impl RoomRoute {
-    const ALL: [RoomRoute; 9] = [
+    const ALL: [RoomRoute; 12] = [
         RoomRoute::Health,
         RoomRoute::Socket,
         RoomRoute::Publish,
@@ -60,6 +93,9 @@ impl RoomRoute {
         RoomRoute::Attach,
         RoomRoute::Detach,
         RoomRoute::Replay,
+        RoomRoute::Presence,
+        RoomRoute::PresenceChange,
+        RoomRoute::System,
     ];
 
     /// The path of this route.
@@ -74,6 +110,9 @@ impl RoomRoute {
             RoomRoute::Attach => "/attach",
             RoomRoute::Detach => "/detach",
             RoomRoute::Replay => "/replay",
+            RoomRoute::Presence => "/presence",
+            RoomRoute::PresenceChange => "/presence/change",
+            RoomRoute::System => "/system",
         }
     }
 
@@ -89,7 +128,14 @@ impl RoomRoute {
 }
 
 impl HubRoute {
-    const ALL: [HubRoute; 3] = [HubRoute::Socket, HubRoute::Deliver, HubRoute::Stats];
+    const ALL: [HubRoute; 6] = [
+        HubRoute::Socket,
+        HubRoute::Deliver,
+        HubRoute::Stats,
+        HubRoute::Members,
+        HubRoute::PresenceFrame,
+        HubRoute::System,
+    ];
 
     /// The path of this route.
     pub fn path(self) -> &'static str {
@@ -97,6 +143,9 @@ impl HubRoute {
             HubRoute::Socket => "/ws",
             HubRoute::Deliver => "/deliver",
             HubRoute::Stats => "/stats",
+            HubRoute::Members => "/members",
+            HubRoute::PresenceFrame => "/presence/frame",
+            HubRoute::System => "/system",
         }
     }
 
@@ -108,6 +157,37 @@ impl HubRoute {
     /// A URL for this route (only its path is read).
     pub fn url(self) -> String {
         format!("https://hub{}", self.path())
+    }
+}
+
+impl DirectoryRoute {
+    const ALL: [DirectoryRoute; 5] = [
+        DirectoryRoute::Status,
+        DirectoryRoute::SetStatus,
+        DirectoryRoute::Register,
+        DirectoryRoute::Unregister,
+        DirectoryRoute::Rooms,
+    ];
+
+    /// The path of this route.
+    pub fn path(self) -> &'static str {
+        match self {
+            DirectoryRoute::Status => "/status",
+            DirectoryRoute::SetStatus => "/status/set",
+            DirectoryRoute::Register => "/register",
+            DirectoryRoute::Unregister => "/unregister",
+            DirectoryRoute::Rooms => "/rooms",
+        }
+    }
+
+    /// The route a request path names.
+    pub fn parse(path: &str) -> Option<DirectoryRoute> {
+        Self::ALL.into_iter().find(|r| r.path() == path)
+    }
+
+    /// A URL for this route (only its path is read).
+    pub fn url(self) -> String {
+        format!("https://directory{}", self.path())
     }
 }
 
@@ -207,6 +287,57 @@ pub struct ReplayResponse {
     pub list: Option<String>,
 }
 
+/// Hub → room: a socket of the hub joined or left a presence channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceChangeRequest {
+    pub change: PresenceChange,
+    pub who: Who,
+}
+
+/// Room → hub: send `frame` to the channel's subscribers but `except`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceFrameRequest {
+    pub channel: String,
+    pub frame: String,
+    pub except: String,
+}
+
+/// Room → hub: which of the hub's live sockets subscribe to `channel`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MembersRequest {
+    pub channel: String,
+}
+
+/// Members, from a hub or a room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MembersResponse {
+    pub members: Vec<Member>,
+}
+
+/// Sockets a system status reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemResponse {
+    pub delivered: u64,
+}
+
+/// Room → directory: register or unregister this room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomName {
+    pub room: String,
+}
+
+/// Directory → room: the status its new sockets must learn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub status: SystemStatus,
+}
+
+/// The rooms that hold sockets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomsResponse {
+    pub rooms: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +349,9 @@ mod tests {
         }
         for r in HubRoute::ALL {
             assert_eq!(HubRoute::parse(r.path()), Some(r));
+        }
+        for r in DirectoryRoute::ALL {
+            assert_eq!(DirectoryRoute::parse(r.path()), Some(r));
         }
         assert_eq!(RoomRoute::parse("/nope"), None);
     }

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod channel;
+pub mod command;
 pub mod config;
 pub mod dialect;
 pub mod error;
@@ -13,10 +14,12 @@ pub mod history;
 pub mod internal;
 pub mod keys;
 pub mod limits;
+pub mod presence;
 pub mod protocol;
 pub mod publish;
 pub mod refusal;
 pub mod session;
 pub mod snapshot;
+pub mod status;
 pub mod subscriptions;
 pub mod time;

@@ -42,6 +42,20 @@ pub enum ClientMessage {
     },
     /// `001_…` dialect: `{"action":"ping"}`, answered `PONG`.
     ActionPing,
+    /// `{"type":"publish","channel","event","data","id"?}`: a client publish,
+    /// not yet checked against the channel (see [`PublishEvent::validate`]).
+    Publish(PublishEvent),
+    /// A message whose `type` is one of `COMMANDS`, forwarded whole to the
+    /// command backend; `id` is echoed in the answer.
+    Command {
+        name: String,
+        message: Value,
+        id: Option<Value>,
+    },
+    /// `{"type":"presence","channel"}`: who is subscribed to the channel.
+    Presence {
+        channel: String,
+    },
 }
 
 fn field_str(obj: &Map<String, Value>, name: &str, max: usize) -> Result<String, ApiError> {
@@ -99,8 +113,15 @@ fn parse_since(v: Option<&Value>) -> Result<Option<u64>, ApiError> {
 }
 
 impl ClientMessage {
-    /// Parses a text frame. Every failure is `INVALID_MESSAGE` naming the field.
+    /// Parses a text frame with no commands configured.
     pub fn parse(text: &str) -> Result<ClientMessage, ApiError> {
+        ClientMessage::parse_with(text, &[])
+    }
+
+    /// Parses a text frame; a `type` listed in `commands` is a
+    /// [`ClientMessage::Command`]. Every failure is `INVALID_MESSAGE` naming
+    /// the field.
+    pub fn parse_with(text: &str, commands: &[String]) -> Result<ClientMessage, ApiError> {
         let obj = parse_object(text)?;
         if !obj.contains_key("type") && obj.contains_key("action") {
             return parse_action(&obj);
@@ -132,10 +153,35 @@ impl ClientMessage {
                 })
             }
             "ping" => Ok(ClientMessage::Ping),
+            "publish" => {
+                no_other_fields(&obj, &["type", "channel", "event", "data", "id"])?;
+                Ok(ClientMessage::Publish(PublishEvent {
+                    channel: field_str(&obj, "channel", MAX_CHANNEL_LEN)?,
+                    kind: field_str(&obj, "event", MAX_EVENT_TYPE_LEN)?,
+                    data: obj
+                        .get("data")
+                        .cloned()
+                        .ok_or_else(|| ApiError::invalid("data", "'data' is required"))?,
+                    timestamp: None,
+                    id: optional_id(&obj)?,
+                }))
+            }
+            "presence" => {
+                no_other_fields(&obj, &["type", "channel"])?;
+                Ok(ClientMessage::Presence {
+                    channel: field_str(&obj, "channel", MAX_CHANNEL_LEN)?,
+                })
+            }
+            name if commands.iter().any(|c| c == name) => Ok(ClientMessage::Command {
+                name: name.to_owned(),
+                id: obj.get("id").cloned(),
+                message: Value::Object(obj),
+            }),
             other => Err(ApiError::invalid(
                 "type",
                 format!(
-                    "unknown message type '{other}'; expected auth, subscribe, unsubscribe or ping"
+                    "unknown message type '{other}'; expected auth, subscribe, unsubscribe, ping, publish, presence{}",
+                    commands.iter().map(|c| format!(", {c}")).collect::<String>()
                 ),
             )
             .with("type", other)),
@@ -208,6 +254,40 @@ pub struct PublishEvent {
     pub id: Option<String>,
 }
 
+/// Longest event type accepted.
+const MAX_EVENT_TYPE_LEN: usize = 100;
+
+/// An optional event `id`: a string of 1 to 200 bytes.
+fn optional_id(obj: &Map<String, Value>) -> Result<Option<String>, ApiError> {
+    match obj.get("id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => Ok(Some(field_str(obj, "id", MAX_ID_LEN)?)),
+    }
+}
+
+impl PublishEvent {
+    /// Checks the event against its channel (the name, the event type and the
+    /// key field its snapshot rule needs); the same rules for every publish.
+    pub fn validate(&self, config: &Config) -> Result<Channel, ApiError> {
+        let channel = Channel::parse(&self.channel, config)?;
+        channel.validate_event(&self.kind, &self.data)?;
+        Ok(channel)
+    }
+
+    /// [`PublishEvent::validate`] for a socket's `publish`, whose event type
+    /// field is `event`.
+    pub fn validate_sent(&self, config: &Config) -> Result<Channel, ApiError> {
+        self.validate(config).map_err(|mut e| {
+            if let Some(field) = e.details.as_mut().and_then(|d| d.get_mut("field")) {
+                if field == "type" {
+                    *field = Value::from("event");
+                }
+            }
+            e
+        })
+    }
+}
+
 fn parse_publish_event(v: &Value, config: &Config) -> Result<PublishEvent, ApiError> {
     let Some(obj) = v.as_object() else {
         return Err(ApiError::new(
@@ -217,13 +297,11 @@ fn parse_publish_event(v: &Value, config: &Config) -> Result<PublishEvent, ApiEr
     };
     no_other_fields(obj, &["channel", "type", "data", "timestamp", "id"])?;
     let channel_name = field_str(obj, "channel", MAX_CHANNEL_LEN)?;
-    let kind = field_str(obj, "type", 100)?;
+    let kind = field_str(obj, "type", MAX_EVENT_TYPE_LEN)?;
     let data = obj
         .get("data")
         .cloned()
         .ok_or_else(|| ApiError::invalid("data", "'data' is required"))?;
-    let channel = Channel::parse(&channel_name, config)?;
-    channel.validate_event(&kind, &data)?;
     let timestamp = match obj.get("timestamp") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if parse_rfc3339_ms(s).is_some() => Some(s.clone()),
@@ -234,17 +312,15 @@ fn parse_publish_event(v: &Value, config: &Config) -> Result<PublishEvent, ApiEr
             ))
         }
     };
-    let id = match obj.get("id") {
-        None | Some(Value::Null) => None,
-        Some(_) => Some(field_str(obj, "id", MAX_ID_LEN)?),
-    };
-    Ok(PublishEvent {
+    let event = PublishEvent {
         channel: channel_name,
         kind,
         data,
         timestamp,
-        id,
-    })
+        id: optional_id(obj)?,
+    };
+    event.validate(config)?;
+    Ok(event)
 }
 
 /// Parses and validates a `POST /v1/publish` body: one event or `{"events": [...]}`.
@@ -344,6 +420,88 @@ pub struct ChannelOnly<'a> {
 #[derive(Debug, Serialize)]
 pub struct Empty {}
 
+/// `data` of `published`: where a socket's publish was stored.
+#[derive(Debug, Serialize)]
+pub struct Published<'a> {
+    pub channel: &'a str,
+    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+/// One socket subscribed to a presence channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub sub: Option<String>,
+    pub connection_id: String,
+    /// When it subscribed, RFC 3339.
+    pub joined_at: String,
+}
+
+/// `data` of `presence`.
+#[derive(Debug, Serialize)]
+pub struct PresenceData<'a> {
+    pub channel: &'a str,
+    pub members: &'a [Member],
+}
+
+/// `data` of `presence.join` / `presence.leave`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Who {
+    pub sub: Option<String>,
+    pub connection_id: String,
+}
+
+/// Whether a presence change is a join or a leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceChange {
+    Join,
+    Leave,
+}
+
+/// `{"type":"presence.join"|"presence.leave","channel","timestamp","data"}`.
+pub fn presence_change_frame(change: PresenceChange, channel: &str, ts: &str, who: &Who) -> String {
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        channel: &'a str,
+        timestamp: &'a str,
+        data: &'a Who,
+    }
+    to_json(&Frame {
+        kind: match change {
+            PresenceChange::Join => "presence.join",
+            PresenceChange::Leave => "presence.leave",
+        },
+        channel,
+        timestamp: ts,
+        data: who,
+    })
+}
+
+/// `{"type": name + ".result","timestamp","data","id"?}`: a command's answer.
+pub fn command_result_frame(name: &str, ts: &str, data: &Value, id: Option<&Value>) -> String {
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        #[serde(rename = "type")]
+        kind: String,
+        timestamp: &'a str,
+        data: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a Value>,
+    }
+    to_json(&Frame {
+        kind: format!("{name}.result"),
+        timestamp: ts,
+        data,
+        id,
+    })
+}
+
 /// Every server message but channel events and errors, with its envelope.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type")]
@@ -375,6 +533,16 @@ pub enum ServerMessage<'a> {
     },
     #[serde(rename = "pong")]
     Pong { timestamp: &'a str, data: Empty },
+    #[serde(rename = "published")]
+    Published {
+        timestamp: &'a str,
+        data: Published<'a>,
+    },
+    #[serde(rename = "presence")]
+    Presence {
+        timestamp: &'a str,
+        data: PresenceData<'a>,
+    },
 }
 
 impl ServerMessage<'_> {

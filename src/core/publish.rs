@@ -6,12 +6,63 @@
 
 use serde_json::Value;
 
+use super::auth::Claims;
 use super::channel::Channel;
-use super::error::to_json;
+use super::config::Config;
+use super::error::{to_json, ApiError, ErrorCode};
 use super::internal::Delivered;
-use super::protocol::{ChannelEvent, PublishEvent, PublishResult};
+use super::protocol::{ChannelEvent, PublishEvent, PublishResult, Published, ServerMessage};
 use super::snapshot::{self, SnapshotOp};
 use super::time::rfc3339_ms;
+
+/// The `FORBIDDEN` of a token without scope `publish`.
+pub fn needs_publish_scope() -> ApiError {
+    ApiError::new(
+        ErrorCode::Forbidden,
+        "publishing needs a token with scope 'publish'",
+    )
+}
+
+/// Whether `claims` may publish to `channel`: scope `publish` and the
+/// channel within the `channels` claim. The rule of every publish.
+pub fn authorize(claims: &Claims, channel: &Channel) -> Result<(), ApiError> {
+    if !claims.scopes.publish {
+        return Err(needs_publish_scope());
+    }
+    if !claims.allows(channel, true) {
+        return Err(ApiError::forbidden_channel(channel.name()));
+    }
+    Ok(())
+}
+
+/// A socket's `publish`, checked as an HTTP publish is: scope first, then the
+/// event against its channel, then the `channels` claim.
+pub fn check_sent(
+    claims: &Claims,
+    event: &PublishEvent,
+    config: &Config,
+) -> Result<Channel, ApiError> {
+    if !claims.scopes.publish {
+        return Err(needs_publish_scope());
+    }
+    let channel = event.validate_sent(config)?;
+    authorize(claims, &channel)?;
+    Ok(channel)
+}
+
+/// The `published` answer to a socket's publish.
+pub fn published_frame(result: &PublishResult, id: Option<&str>, ts: &str) -> String {
+    ServerMessage::Published {
+        timestamp: ts,
+        data: Published {
+            channel: &result.channel,
+            seq: result.seq,
+            id,
+            duplicate: result.duplicate,
+        },
+    }
+    .to_json()
+}
 
 /// One accepted event, as it is stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,7 +187,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::core::config::Config;
+    use crate::core::auth::Scopes;
 
     /// Storage in memory, failing on demand.
     #[derive(Default)]
@@ -308,5 +359,86 @@ mod tests {
         .unwrap_err();
         assert_eq!(err, "disk full");
         assert_eq!(*store.head.borrow(), 1);
+    }
+
+    fn claims(publish: bool, channels: Option<Vec<&str>>) -> Claims {
+        Claims {
+            sub: Some("p".into()),
+            exp: None,
+            scopes: Scopes {
+                subscribe: true,
+                publish,
+                admin: false,
+            },
+            channels: channels.map(|c| c.into_iter().map(str::to_owned).collect()),
+        }
+    }
+
+    fn sent(channel: &str, kind: &str, data: Value) -> PublishEvent {
+        PublishEvent {
+            channel: channel.into(),
+            kind: kind.into(),
+            data,
+            timestamp: None,
+            id: None,
+        }
+    }
+
+    #[test]
+    fn a_socket_publish_follows_the_http_rules() {
+        let c = Config::default();
+        let chat = sent("conversation:c1", "chat_message", json!({"text": "hi"}));
+        assert!(check_sent(&claims(true, Some(vec!["conversation:*"])), &chat, &c).is_ok());
+        let code = |r: Result<Channel, ApiError>| r.unwrap_err().code;
+        assert_eq!(
+            code(check_sent(&claims(false, None), &chat, &c)),
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            code(check_sent(
+                &claims(true, Some(vec!["accidents"])),
+                &chat,
+                &c
+            )),
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            code(check_sent(
+                &claims(true, None),
+                &sent("nope", "x", json!({})),
+                &c
+            )),
+            ErrorCode::ChannelNotFound
+        );
+        let wrong_type = check_sent(
+            &claims(true, None),
+            &sent("accidents", "dance", json!({"id": "A"})),
+            &c,
+        )
+        .unwrap_err();
+        assert_eq!(wrong_type.details.unwrap()["field"], "event");
+        let missing_key = check_sent(
+            &claims(true, None),
+            &sent("accidents", "accidents.new", json!({})),
+            &c,
+        )
+        .unwrap_err();
+        assert_eq!(missing_key.details.unwrap()["field"], "data.id");
+    }
+
+    #[test]
+    fn published_names_seq_id_and_duplicate() {
+        let r = PublishResult {
+            channel: "conversation:c1".into(),
+            seq: 7,
+            delivered: 2,
+            duplicate: true,
+        };
+        let v: Value = serde_json::from_str(&published_frame(&r, Some("m1"), "t")).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"published","timestamp":"t",
+                   "data":{"channel":"conversation:c1","seq":7,"id":"m1","duplicate":true}})
+        );
     }
 }

@@ -192,6 +192,7 @@ mod tests {
             scopes: Scopes {
                 subscribe: true,
                 publish: false,
+                admin: false,
             },
             channels: Some(vec!["weather".into()]),
         };

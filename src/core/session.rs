@@ -192,6 +192,9 @@ pub struct Session {
     /// `?since=` of the upgrade URL: the first subscription resumes from it.
     #[serde(default)]
     pub resume_from: Option<u64>,
+    /// When the socket last subscribed (its presence `joined_at`).
+    #[serde(default)]
+    pub joined_ms: i64,
 }
 
 impl Session {
@@ -203,6 +206,7 @@ impl Session {
             subscribed: false,
             filters: Filters::default(),
             resume_from: None,
+            joined_ms: 0,
         }
     }
 
@@ -269,6 +273,7 @@ mod tests {
             scopes: Scopes {
                 subscribe: true,
                 publish: false,
+                admin: false,
             },
             channels: None,
         }

@@ -184,6 +184,7 @@ mod tests {
                 scopes: Scopes {
                     subscribe: true,
                     publish: false,
+                    admin: false,
                 },
                 channels: channels.map(|c| c.into_iter().map(str::to_owned).collect()),
             },

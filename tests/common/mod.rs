@@ -582,6 +582,11 @@ impl Client {
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(WAIT, self.ws.close(None)).await;
     }
+
+    /// Ends the TCP connection without a close frame, as a killed client does.
+    pub fn kill(self) {
+        drop(self);
+    }
 }
 
 // ---- public keys and a JWKS server ----
@@ -726,4 +731,166 @@ pub fn rotating_keys_gateway() -> &'static (JwksServer, Gateway) {
         );
         (server, gw)
     })
+}
+
+// ---- two-way: publish tokens for sockets, a command backend ----
+
+/// A token that may subscribe to and publish on every channel, as `sub`.
+pub fn talker_token(sub: &str) -> String {
+    token(TokenSpec {
+        sub: Some(sub.into()),
+        scope: Some("subscribe publish".into()),
+        channels: Some(vec!["*".into()]),
+        exp: Some(now_s() + 3600),
+        ..TokenSpec::default()
+    })
+}
+
+/// An operator token (scope `admin`).
+pub fn admin_token() -> String {
+    token(TokenSpec {
+        sub: Some("operator".into()),
+        scope: Some("admin".into()),
+        exp: Some(now_s() + 3600),
+        ..TokenSpec::default()
+    })
+}
+
+/// `POST {path}` with a JSON body and an optional bearer token.
+pub async fn post(gw: &Gateway, path: &str, body: &Value, bearer: Option<&str>) -> (u16, Value) {
+    let mut req = http()
+        .post(format!("{}{}", gw.http(), path))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    let resp = tokio::time::timeout(WAIT, req.send())
+        .await
+        .expect("POST timed out")
+        .expect("POST request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// The secret the command backend expects.
+pub const COMMAND_SECRET: &str = "command-test-secret";
+/// The command timeout of the two-way gateway.
+pub const COMMAND_TIMEOUT_MS: u64 = 1000;
+
+/// A command backend on loopback: it records every request and answers by
+/// the client message's `action`: `fail` → 500, `garbage` → a body that is
+/// not JSON, `hang` → an answer only after twice the timeout, `drop` → the
+/// connection closed unanswered, anything else → 200 with the message echoed.
+/// A request without `Authorization: Bearer COMMAND_SECRET` gets 401.
+pub struct CommandBackend {
+    pub url: String,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<SeenCommand>>>,
+}
+
+/// A request the command backend got: its `Authorization` header and body.
+pub type SeenCommand = (Option<String>, Value);
+
+impl CommandBackend {
+    pub fn start() -> CommandBackend {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("backend listener");
+        let url = format!("http://{}/commands", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+                    let (mut length, mut auth) = (0usize, None);
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                        let l = line.trim_end().to_owned();
+                        line.clear();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = l.split_once(':') {
+                            match k.to_ascii_lowercase().as_str() {
+                                "content-length" => length = v.trim().parse().unwrap_or(0),
+                                "authorization" => auth = Some(v.trim().to_owned()),
+                                _ => {}
+                            }
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    let _ = reader.read_exact(&mut body);
+                    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    log.lock().unwrap().push((auth.clone(), body.clone()));
+                    let action = body["message"]["action"].as_str().unwrap_or("").to_owned();
+                    let (status, text) = if auth.as_deref()
+                        != Some(&format!("Bearer {COMMAND_SECRET}"))
+                    {
+                        ("401 Unauthorized", r#"{"error":"bad secret"}"#.to_owned())
+                    } else {
+                        match action.as_str() {
+                            "fail" => (
+                                "500 Internal Server Error",
+                                r#"{"error":"boom"}"#.to_owned(),
+                            ),
+                            "garbage" => ("200 OK", "<html>not json".to_owned()),
+                            "drop" => return,
+                            "hang" => {
+                                std::thread::sleep(Duration::from_millis(2 * COMMAND_TIMEOUT_MS));
+                                ("200 OK", r#"{"late":true}"#.to_owned())
+                            }
+                            _ => (
+                                "200 OK",
+                                json!({"ok": true, "echo": body["message"]}).to_string(),
+                            ),
+                        }
+                    };
+                    let mut conn = conn;
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                        text.len()
+                    );
+                });
+            }
+        });
+        CommandBackend { url, seen }
+    }
+}
+
+/// A gateway with a command backend, a 1 s command timeout and two hubs (so
+/// presence spans hubs).
+pub fn two_way_gateway() -> &'static (CommandBackend, Gateway) {
+    static GW: OnceLock<(CommandBackend, Gateway)> = OnceLock::new();
+    GW.get_or_init(|| {
+        let backend = CommandBackend::start();
+        let timeout = COMMAND_TIMEOUT_MS.to_string();
+        let gw = Gateway::start(
+            &state_dir("two-way"),
+            &[
+                ("COMMAND_URL", backend.url.as_str()),
+                ("COMMAND_SECRET", COMMAND_SECRET),
+                ("COMMAND_TIMEOUT_MS", timeout.as_str()),
+                ("HUB_SHARDS", "2"),
+            ],
+        );
+        (backend, gw)
+    })
+}
+
+/// `/ws` sockets until one sits on a hub other than `other`'s.
+pub async fn multiplexed_on_another_hub(gw: &Gateway, token: &str, other: &Client) -> Client {
+    for _ in 0..40 {
+        let c = Client::multiplexed(gw, token).await;
+        if c.hub() != other.hub() {
+            return c;
+        }
+        c.close().await;
+    }
+    panic!("40 sockets all landed on {:?}", other.hub());
 }

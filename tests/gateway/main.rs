@@ -17,3 +17,5 @@ mod persistence;
 mod protocol;
 mod publish;
 mod resume;
+mod system;
+mod two_way;
