@@ -42,6 +42,7 @@ runtime_port() {
 GW_PORT=$(free_port); JS_PORT=$(free_port); NODE_PORT=$(free_port)
 setsid taskset -c 0 env UIP_SKIP_BUILD=1 wrangler dev --ip 127.0.0.1 --port "$GW_PORT" --inspector-port "$(free_port)" \
   --persist-to "$STATE/gw" --var "JWT_SECRET:$SECRET" --var MAX_MESSAGES_PER_MINUTE:100000 --var BURST_LIMIT:100000 \
+  --var PRESENCE_NAMESPACES: \
   --log-level error > "$STATE/gw.log" 2>&1 & PIDS+=($!)
 setsid taskset -c 0 wrangler dev -c bench/baselines/js-do/wrangler.toml --ip 127.0.0.1 --port "$JS_PORT" \
   --inspector-port "$(free_port)" --persist-to "$STATE/js" --log-level error > "$STATE/js.log" 2>&1 & PIDS+=($!)
@@ -51,7 +52,7 @@ setsid taskset -c 0 env PORT="$NODE_PORT" node bench/baselines/node-ws/server.js
 GW_BARE_PORT=$(free_port); JS_BARE_PORT=$(free_port)
 setsid taskset -c 0 bash scripts/bare-workerd.sh wrangler.toml "$GW_BARE_PORT" "$STATE/gw-bare" \
   DO CHANNEL_ROOM=ChannelRoom DO HUB=Hub DO DIRECTORY=Directory VAR "JWT_SECRET=$SECRET" VAR MAX_MESSAGES_PER_MINUTE=100000 \
-  VAR BURST_LIMIT=100000 > "$STATE/gw-bare.log" 2>&1 & PIDS+=($!)
+  VAR BURST_LIMIT=100000 VAR PRESENCE_NAMESPACES= > "$STATE/gw-bare.log" 2>&1 & PIDS+=($!)
 setsid taskset -c 0 bash scripts/bare-workerd.sh bench/baselines/js-do/wrangler.toml "$JS_BARE_PORT" "$STATE/js-bare" \
   DO CHANNEL=Channel > "$STATE/js-bare.log" 2>&1 & PIDS+=($!)
 wait_http "http://127.0.0.1:$GW_PORT/healthz"

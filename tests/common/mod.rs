@@ -54,7 +54,21 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts a gateway storing its state in `persist`, with extra `--var`s.
+    /// A start that loses its free port to another process (wrangler exits
+    /// with "Address already in use") is tried again on new ports.
     pub fn start(persist: &Path, vars: &[(&str, &str)]) -> Gateway {
+        for _ in 0..3 {
+            if let Some(gw) = Gateway::try_start(persist, vars) {
+                return gw;
+            }
+        }
+        panic!(
+            "wrangler dev exited three times before answering; see {}",
+            persist.with_extension("log").display()
+        );
+    }
+
+    fn try_start(persist: &Path, vars: &[(&str, &str)]) -> Option<Gateway> {
         let port = free_port();
         let inspector = free_port();
         let root = root();
@@ -70,6 +84,12 @@ impl Gateway {
                 "--log-level",
                 "warn",
             ]);
+        // Presence is off unless a test turns it on: most tests use
+        // `conversation:` channels and read exact frame sequences, which
+        // presence joins would interleave.
+        if !vars.iter().any(|(k, _)| *k == "PRESENCE_NAMESPACES") {
+            cmd.args(["--var", "PRESENCE_NAMESPACES:"]);
+        }
         for (k, v) in vars {
             cmd.args(["--var", &format!("{k}:{v}")]);
         }
@@ -91,23 +111,26 @@ impl Gateway {
             .process_group(0)
             .spawn()
             .expect("spawn wrangler dev");
-        let gw = Gateway {
+        let mut gw = Gateway {
             port,
             child,
             persist: persist.to_owned(),
         };
-        gw.wait_ready();
-        gw
+        gw.wait_ready().then_some(gw)
     }
 
-    fn wait_ready(&self) {
+    /// Waits for `/healthz`; `false` when wrangler exited first.
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + START_WAIT;
         let url = format!("{}/healthz", self.http());
         loop {
             if let Ok(status) = probe(&url) {
                 if status == 200 {
-                    return;
+                    return true;
                 }
+            }
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return false;
             }
             assert!(
                 Instant::now() < deadline,
@@ -863,8 +886,8 @@ impl CommandBackend {
     }
 }
 
-/// A gateway with a command backend, a 1 s command timeout and two hubs (so
-/// presence spans hubs).
+/// A gateway with a command backend, a 1 s command timeout, two hubs (so
+/// presence spans hubs) and presence for `conversation:` channels.
 pub fn two_way_gateway() -> &'static (CommandBackend, Gateway) {
     static GW: OnceLock<(CommandBackend, Gateway)> = OnceLock::new();
     GW.get_or_init(|| {
@@ -877,6 +900,7 @@ pub fn two_way_gateway() -> &'static (CommandBackend, Gateway) {
                 ("COMMAND_SECRET", COMMAND_SECRET),
                 ("COMMAND_TIMEOUT_MS", timeout.as_str()),
                 ("HUB_SHARDS", "2"),
+                ("PRESENCE_NAMESPACES", "conversation"),
             ],
         );
         (backend, gw)

@@ -432,7 +432,8 @@ async fn presence_outside_the_claim_or_on_a_channel_without_presence_is_refused(
 #[tokio::test]
 async fn presence_never_lists_a_socket_gone_with_a_restart() {
     let dir = state_dir("presence-restart");
-    let gw = Gateway::start(&dir, &[]);
+    let presence = [("PRESENCE_NAMESPACES", "conversation")];
+    let gw = Gateway::start(&dir, &presence);
     let channel = unique("conversation:restart-");
     let mut hubbed = Client::multiplexed(&gw, &talker_token("alice")).await;
     hubbed.subscribe(&channel, json!({})).await;
@@ -444,7 +445,7 @@ async fn presence_never_lists_a_socket_gone_with_a_restart() {
     gw.stop();
     drop((hubbed, room));
 
-    let gw = Gateway::start(&dir, &[]);
+    let gw = Gateway::start(&dir, &presence);
     let (status, after) = get(&gw, &path, Some(&sub_token())).await;
     assert_eq!(status, 200, "{after}");
     assert_eq!(after["members"], json!([]), "{after}");
