@@ -157,8 +157,12 @@ impl DurableObject for ChannelRoom {
 
     async fn alarm(&self) -> Result<Response> {
         self.flush_batches();
-        let sockets = glue::sweep::<Session>(&self.state, &self.config);
+        let swept = glue::sweep::<Session>(&self.state, &self.config);
         self.invalidate();
+        for ws in &swept.closed {
+            self.gone(ws).await;
+        }
+        let sockets = swept.next;
         let hubs = self.nudge_lagging_hubs().await;
         let next = [sockets, hubs].into_iter().flatten().min();
         if let Some(t) = next {
@@ -526,20 +530,56 @@ impl ChannelRoom {
         }
     }
 
-    /// A socket that closed or broke: if it was present, it leaves.
+    /// A socket that closed, broke or was closed here: if it was present, it
+    /// leaves; if it was the last socket, the room leaves the directory.
     async fn gone(&self, ws: &WebSocket) {
         let Some(session) = load::<Session>(ws) else {
             return;
         };
-        if !session.receives() {
+        if session.receives() {
+            let mut left = session.clone();
+            left.subscribed = false;
+            save(ws, &left);
+            if let Ok(channel) = Channel::parse(&session.channel, &self.config) {
+                self.presence_changed(&channel, PresenceChange::Leave, who(&session))
+                    .await;
+            }
+        }
+        if !self.holds_others(&session.conn.id) {
+            self.unregister(&session.channel, &session.conn.id).await;
+        }
+    }
+
+    /// Whether a socket other than `conn` is still here.
+    fn holds_others(&self, conn: &str) -> bool {
+        self.state
+            .get_websockets()
+            .iter()
+            .filter_map(load::<Session>)
+            .any(|s| s.conn.id != conn)
+    }
+
+    /// The last socket (`gone`) left: the room leaves the directory. A socket
+    /// accepted meanwhile makes it register again.
+    async fn unregister(&self, channel: &str, gone: &str) {
+        let Ok(store) = self.store() else { return };
+        if !self.registered.replace(false) && !store.registered().unwrap_or(false) {
             return;
         }
-        let mut left = session.clone();
-        left.subscribed = false;
-        save(ws, &left);
-        if let Ok(channel) = Channel::parse(&session.channel, &self.config) {
-            self.presence_changed(&channel, PresenceChange::Leave, who(&session))
-                .await;
+        if let Err(e) = store.clear_registered() {
+            worker::console_error!("cannot clear the registration: {e}");
+        }
+        let body = to_json(&RoomName {
+            room: channel.to_owned(),
+        });
+        if let Err(e) =
+            calls::to_directory::<Value>(&self.env, DirectoryRoute::Unregister, Some(body)).await
+        {
+            worker::console_error!("cannot unregister {channel}: {}", e.message);
+        }
+        if self.holds_others(gone) {
+            self.registered.set(false);
+            self.register(channel).await;
         }
     }
 

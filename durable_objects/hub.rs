@@ -163,8 +163,11 @@ impl DurableObject for Hub {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        let next = glue::sweep::<HubSession>(&self.state, &self.config);
-        if let Some(t) = next {
+        let swept = glue::sweep::<HubSession>(&self.state, &self.config);
+        for ws in &swept.closed {
+            self.forget(ws).await;
+        }
+        if let Some(t) = swept.next {
             glue::wake_by(&self.state.storage(), t).await;
         }
         Response::ok("")

@@ -225,6 +225,13 @@ impl RoomStore {
         self.set_about("registered", "1")
     }
 
+    /// Notes that this room left the directory.
+    pub fn clear_registered(&self) -> Result<()> {
+        self.sql
+            .exec("DELETE FROM about WHERE k = 'registered'", None)?;
+        Ok(())
+    }
+
     /// Remembers the channel this room serves (for work an alarm does).
     pub fn set_channel(&self, name: &str) -> Result<()> {
         self.sql.exec(

@@ -205,22 +205,35 @@ fn last_pong_ms(state: &State, ws: &WebSocket) -> Option<i64> {
         .map(|d| d.get_time() as i64)
 }
 
+/// What an alarm's sweep did: when to look again, and the sockets it closed
+/// (their objects forget them now: a dead client may never answer the close).
+pub struct Swept {
+    pub next: Option<i64>,
+    pub closed: Vec<WebSocket>,
+}
+
 /// An alarm's sweep over every socket of the object (attachments of type
 /// `S`): enforces each deadline, sends the keep-alives that are due, and
-/// returns the earliest time to look again.
+/// returns the earliest time to look again with the sockets it closed.
 pub fn sweep<S: HasConn + serde::Serialize + serde::de::DeserializeOwned>(
     state: &State,
     config: &Config,
-) -> Option<i64> {
+) -> Swept {
     let now = now_ms();
-    state
-        .get_websockets()
-        .iter()
-        .filter_map(|ws| {
-            let session: S = load(ws)?;
-            enforce_deadline(state, ws, session, now, config)
-        })
-        .min()
+    let mut swept = Swept {
+        next: None,
+        closed: Vec::new(),
+    };
+    for ws in state.get_websockets() {
+        let Some(session) = load::<S>(&ws) else {
+            continue;
+        };
+        match enforce_deadline(state, &ws, session, now, config) {
+            Some(t) => swept.next = Some(swept.next.map_or(t, |n| n.min(t))),
+            None => swept.closed.push(ws),
+        }
+    }
+    swept
 }
 
 /// A socket that came without a token: `rate_limit_info` now, and an alarm by

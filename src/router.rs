@@ -277,8 +277,8 @@ async fn hub_socket(req: Request, env: &Env) -> Result<Response> {
 }
 
 /// `GET /v1/stats`: connections and subscribers per channel, gathered from
-/// every hub and from the rooms of the known channels and of every channel a
-/// hub has subscribers for.
+/// every hub and from the rooms of the known channels, of every channel a hub
+/// has subscribers for and of every room registered with the directory.
 async fn stats(req: Request, env: &Env) -> Result<Response> {
     let config = glue::config(env);
     if let Err(e) = bearer(&req, env).await {
@@ -324,6 +324,15 @@ async fn stats(req: Request, env: &Env) -> Result<Response> {
         for (channel, n) in h.channels {
             *hub_subs.entry(channel).or_default() += n;
         }
+    }
+    // Rooms holding direct sockets, namespaced ones included.
+    match calls::to_directory::<RoomsResponse>(env, DirectoryRoute::Rooms, None).await {
+        Ok(r) => {
+            for room in r.rooms {
+                hub_subs.entry(room).or_default();
+            }
+        }
+        Err(e) => worker::console_error!("stats without the directory: {}", e.message),
     }
     let room_calls = hub_subs.iter().map(|(channel, n)| async move {
         let req = glue::internal_request(&RoomRoute::Stats.url(), Some(channel), None)?;

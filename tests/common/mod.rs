@@ -210,7 +210,8 @@ pub fn limits_gateway() -> &'static Gateway {
 pub const KEEPALIVE_S: u64 = 3;
 pub const HEARTBEAT_TIMEOUT_S: u64 = 6;
 
-/// A shared gateway with the shortened liveness settings.
+/// A shared gateway with the shortened liveness settings (and presence, for
+/// leaves of sockets the sweep closes).
 pub fn liveness_gateway() -> &'static Gateway {
     static GW: OnceLock<Gateway> = OnceLock::new();
     GW.get_or_init(|| {
@@ -220,6 +221,7 @@ pub fn liveness_gateway() -> &'static Gateway {
                 ("KEEPALIVE_S", "3"),
                 ("HEARTBEAT_TIMEOUT_S", "6"),
                 ("AUTH_TIMEOUT_S", "60"),
+                ("PRESENCE_NAMESPACES", "conversation"),
             ],
         )
     })

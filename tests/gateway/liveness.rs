@@ -135,3 +135,28 @@ async fn a_socket_that_pinged_once_and_stopped_is_closed_after_the_heartbeat_tim
         "closed after {after:?}, before the heartbeat timeout"
     );
 }
+
+#[tokio::test]
+async fn a_socket_closed_for_its_stopped_heartbeat_leaves_presence_though_it_never_answers() {
+    let gw = liveness_gateway();
+    let chat = format!("conversation:{}", unique("gone"));
+    let mut watcher = Client::multiplexed(gw, &sub_token()).await;
+    watcher.subscribe(&chat, json!(null)).await;
+    let mut silent = Client::multiplexed(gw, &sub_token()).await;
+    silent.subscribe(&chat, json!(null)).await;
+    let id = silent.connection_id.clone().unwrap();
+    watcher
+        .expect_where("the join", |m| {
+            m["type"] == "presence.join" && m["data"]["connection_id"] == id.as_str()
+        })
+        .await;
+    // One ping, then nothing is read: like a dead client, it never answers
+    // the server's close frame.
+    silent.send_text(r#"{"type":"ping"}"#).await;
+    watcher
+        .expect_where("the leave", |m| {
+            m["type"] == "presence.leave" && m["data"]["connection_id"] == id.as_str()
+        })
+        .await;
+    drop(silent);
+}

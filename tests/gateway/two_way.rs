@@ -454,3 +454,14 @@ async fn presence_never_lists_a_socket_gone_with_a_restart() {
     let listed = presence_request(&mut again, &channel).await;
     assert_eq!(member_ids(&listed["data"]["members"]), ids_of(&[&again]));
 }
+
+#[tokio::test]
+async fn stats_list_a_namespaced_channel_that_has_only_direct_sockets() {
+    let (_, gw) = two_way_gateway();
+    let channel = unique("conversation:direct-only-");
+    let c = direct(gw, &channel, &sub_token()).await;
+    let (status, stats) = get(gw, "/v1/stats", Some(&sub_token())).await;
+    assert_eq!(status, 200);
+    assert_eq!(stats["channels"][&channel]["subscribers"], 1, "{stats}");
+    c.close().await;
+}
