@@ -63,3 +63,8 @@ export PATH="$TOOLS_BIN:$ROOT/node_modules/.bin:$PATH"
 export WASM_BINDGEN_BIN="$TOOLS_BIN/wasm-bindgen"
 export ESBUILD_BIN="$ROOT/node_modules/.bin/esbuild"
 export WRANGLER_SEND_METRICS=false
+# Locally a placeholder `Request.cf` object is fine; fetching the real one
+# prints a stack trace on an offline machine.
+export CLOUDFLARE_CF_FETCH_ENABLED=false
+# Every script (dev, test, bench) and every clone shares one build cache.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$UIP_CACHE/target}"

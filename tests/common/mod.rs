@@ -105,6 +105,7 @@ impl Gateway {
             .env("PATH", path)
             .env("UIP_SKIP_BUILD", "1")
             .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -6,6 +6,7 @@ mod common;
 
 mod auth;
 mod bench_smoke;
+mod cli;
 mod delivery;
 mod dialect;
 mod fanout;
