@@ -8,6 +8,7 @@ mod auth;
 mod bench_smoke;
 mod cli;
 mod delivery;
+mod deploy;
 mod dialect;
 mod fanout;
 mod faults;
