@@ -2,6 +2,7 @@
 //! sequence, history and snapshot, holds its `/ws/{channel}` sockets with the
 //! hibernation API, and hands each event once to every hub with subscribers.
 
+use crate::telemetry::{self, log_error};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -28,8 +29,9 @@ use crate::core::internal::{
     AttachRequest, AttachResponse, DeliverRequest, DeliverResponse, Delivered, DetachRequest,
     DirectoryRoute, HubRoute, MembersRequest, MembersResponse, PresenceChangeRequest,
     PresenceFrameRequest, RegisterResponse, ReplayRequest, ReplayResponse, RoomName, RoomRoute,
-    SystemResponse, CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING,
+    RoomStats, SystemResponse, CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING,
 };
+use crate::core::metrics::Route;
 use crate::core::presence;
 use crate::core::protocol::{
     presence_change_frame, ChannelOnly, ClientMessage, Empty, Member, PresenceChange, PresenceData,
@@ -81,7 +83,7 @@ impl DurableObject for ChannelRoom {
         let store = match RoomStore::open(state.storage().sql()) {
             Ok(s) => Some(s),
             Err(e) => {
-                worker::console_error!("cannot open room storage: {e}");
+                log_error!("cannot open room storage: {e}");
                 None
             }
         };
@@ -144,6 +146,9 @@ impl DurableObject for ChannelRoom {
         self.flush_batches();
         self.invalidate();
         glue::answer_close(&ws, code);
+        if let Some(s) = load::<Session>(&ws) {
+            telemetry::closed(Route::Direct, &s.conn.id, code);
+        }
         self.gone(&ws).await;
         Ok(())
     }
@@ -151,6 +156,9 @@ impl DurableObject for ChannelRoom {
     async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
         self.flush_batches();
         self.invalidate();
+        if let Some(s) = load::<Session>(&ws) {
+            telemetry::closed(Route::Direct, &s.conn.id, 1006);
+        }
         self.gone(&ws).await;
         Ok(())
     }
@@ -271,6 +279,7 @@ impl ChannelRoom {
             Conn::new(connection_id("direct"), now_ms(), batch),
             channel.name().to_owned(),
         );
+        telemetry::opened(Route::Direct, &session.conn.id);
         if let Some((_, raw)) = url.query_pairs().find(|(k, _)| k == "since") {
             match raw.parse::<u64>() {
                 Ok(since) => session.resume_from = Some(since),
@@ -567,7 +576,7 @@ impl ChannelRoom {
             return;
         }
         if let Err(e) = store.clear_registered() {
-            worker::console_error!("cannot clear the registration: {e}");
+            log_error!("cannot clear the registration: {e}");
         }
         let body = to_json(&RoomName {
             room: channel.to_owned(),
@@ -575,7 +584,7 @@ impl ChannelRoom {
         if let Err(e) =
             calls::to_directory::<Value>(&self.env, DirectoryRoute::Unregister, Some(body)).await
         {
-            worker::console_error!("cannot unregister {channel}: {}", e.message);
+            log_error!("cannot unregister {channel}: {}", e.message);
         }
         if self.holds_others(gone) {
             self.registered.set(false);
@@ -608,12 +617,12 @@ impl ChannelRoom {
                     .set_status(&answer.status)
                     .and_then(|_| store.set_registered())
                 {
-                    worker::console_error!("cannot store the registration: {e}");
+                    log_error!("cannot store the registration: {e}");
                 }
             }
             Err(e) => {
                 self.registered.set(false);
-                worker::console_error!("cannot register {channel}: {}", e.message);
+                log_error!("cannot register {channel}: {}", e.message);
             }
         }
     }
@@ -679,7 +688,7 @@ impl ChannelRoom {
         });
         for outcome in join_all(calls).await {
             if let Err(e) = outcome {
-                worker::console_error!("presence frame to a hub failed: {e}");
+                log_error!("presence frame to a hub failed: {e}");
             }
         }
     }
@@ -734,7 +743,7 @@ impl ChannelRoom {
         });
         for answer in join_all(calls).await {
             let answer = answer.map_err(|e| {
-                worker::console_error!("members of a hub could not be read: {e}");
+                log_error!("members of a hub could not be read: {e}");
                 ApiError::internal("a hub could not be reached for presence; try again")
             })?;
             for m in answer.members {
@@ -843,14 +852,10 @@ impl ChannelRoom {
             ErrorCode::InternalError,
             "the channel state could not be read",
         );
-        #[derive(serde::Serialize)]
-        struct Body {
-            direct: usize,
-            seq: u64,
-        }
-        Ok(to_json(&Body {
-            direct: self.targets().len(),
+        Ok(to_json(&RoomStats {
+            direct: self.targets().len() as u64,
             seq: store.head().map_err(read)?,
+            counters: telemetry::counters(),
         }))
     }
 
@@ -953,11 +958,21 @@ impl ChannelRoom {
             return Err(ApiError::overloaded(1));
         }
         let _busy = InFlight::enter(&self.publishing);
+        let started = now_ms();
         let outcome = self.append_and_fan_out(channel, events)?;
+        let stored = outcome.fresh.len() as u64;
+        let seqs = outcome
+            .fresh
+            .first()
+            .zip(outcome.fresh.last())
+            .map(|(a, b)| (a.event.seq, b.event.seq));
         let mut results = outcome.results;
         self.flush_batches_soon().await;
         self.deliver_to_hubs(channel, &mut results, outcome.fresh)
             .await;
+        let delivered = results.iter().map(|r| r.delivered).sum();
+        let ms = (now_ms() - started) as f64;
+        telemetry::published(channel.name(), seqs, stored, delivered, ms);
         Ok(results)
     }
 
@@ -990,7 +1005,7 @@ impl ChannelRoom {
             outcome.results[f.slot].delivered = p + b;
         }
         if let Err(e) = store.prune(&self.config, now) {
-            worker::console_error!("history prune failed: {e}");
+            log_error!("history prune failed: {e}");
         }
         Ok(outcome)
     }
@@ -1046,7 +1061,7 @@ impl ChannelRoom {
             Ok(h) if !h.is_empty() => h,
             Ok(_) => return,
             Err(e) => {
-                worker::console_error!("cannot list hubs: {e}");
+                log_error!("cannot list hubs: {e}");
                 return;
             }
         };
@@ -1059,7 +1074,7 @@ impl ChannelRoom {
             store
                 .snapshot(now_ms())
                 .map(|rows| dialect::list_from_bodies(rows.iter().map(|r| r.body.as_str())))
-                .map_err(|e| worker::console_error!("cannot build the topic list: {e}"))
+                .map_err(|e| log_error!("cannot build the topic list: {e}"))
                 .ok()
         } else {
             None
@@ -1122,19 +1137,19 @@ impl ChannelRoom {
                 Err(e) => {
                     // A stub whose call threw may stay broken; the retry gets a fresh one.
                     self.hub_stubs.borrow_mut().remove(hub.name.as_str());
-                    worker::console_error!("delivery of {channel} to {} failed: {e}", hub.name);
+                    log_error!("delivery of {channel} to {} failed: {e}", hub.name);
                     failed = true;
                     store.set_lagging(&hub.name, true)
                 }
             };
             if let Err(e) = noted {
-                worker::console_error!("cannot update hub {}: {e}", hub.name);
+                log_error!("cannot update hub {}: {e}", hub.name);
             }
             answers.push(outcome.ok());
         }
         if failed {
             if let Err(e) = store.set_channel(channel) {
-                worker::console_error!("cannot remember the channel name: {e}");
+                log_error!("cannot remember the channel name: {e}");
             }
             wake_by(&self.state.storage(), now_ms() + HUB_RETRY_MS).await;
         }

@@ -2,6 +2,7 @@
 //! status (`POST /v1/system/status`) and the list of rooms that hold direct
 //! sockets, so an announcement reaches every socket on every route.
 
+use crate::telemetry::log_error;
 use serde::Deserialize;
 use worker::{
     durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue,
@@ -27,7 +28,7 @@ impl DurableObject for Directory {
     fn new(state: State, _env: Env) -> Self {
         let sql = state.storage().sql();
         if let Err(e) = sql.exec(SCHEMA, None) {
-            worker::console_error!("cannot open directory storage: {e}");
+            log_error!("cannot open directory storage: {e}");
         }
         Directory { sql }
     }
@@ -40,7 +41,7 @@ impl DurableObject for Directory {
             ));
         };
         let failed = |e: worker::Error| {
-            worker::console_error!("directory storage failed: {e}");
+            log_error!("directory storage failed: {e}");
             error_response(&ApiError::internal("the gateway directory failed"))
         };
         let answer = match route {

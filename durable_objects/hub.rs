@@ -11,6 +11,7 @@
 //! the channel's cursor (`core::gap`): a lost or late push is repaired from the
 //! room's history before anything newer goes out.
 
+use crate::telemetry::{self, log_error};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -34,10 +35,11 @@ use crate::core::filter::Filters;
 use crate::core::gap::{self, Step};
 use crate::core::internal::{
     AttachRequest, AttachResponse, DeliverRequest, DeliverResponse, Delivered, DetachRequest,
-    HubRoute, MembersRequest, MembersResponse, PresenceChangeRequest, PresenceFrameRequest,
-    ReplayRequest, ReplayResponse, RoomRoute, SystemResponse, CLAIMS_HEADER, HUB_HEADER,
-    ROOM_BINDING,
+    HubRoute, HubStats, MembersRequest, MembersResponse, PresenceChangeRequest,
+    PresenceFrameRequest, ReplayRequest, ReplayResponse, RoomRoute, SystemResponse, CLAIMS_HEADER,
+    HUB_HEADER, ROOM_BINDING,
 };
+use crate::core::metrics::Route;
 use crate::core::presence;
 use crate::core::protocol::{
     ChannelOnly, ClientMessage, Empty, Member, PresenceChange, PresenceData, PublishEvent,
@@ -153,11 +155,17 @@ impl DurableObject for Hub {
         _clean: bool,
     ) -> Result<()> {
         glue::answer_close(&ws, code);
+        if let Some(s) = load::<HubSession>(&ws) {
+            telemetry::closed(Route::Hub, &s.conn.id, code);
+        }
         self.forget(&ws).await;
         Ok(())
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
+        if let Some(s) = load::<HubSession>(&ws) {
+            telemetry::closed(Route::Hub, &s.conn.id, 1006);
+        }
         self.forget(&ws).await;
         Ok(())
     }
@@ -244,6 +252,7 @@ impl Hub {
             ),
             dialect,
         };
+        telemetry::opened(Route::Hub, &session.conn.id);
         self.invalidate();
         match claims {
             Some(claims) => self.authenticate(&ws, &mut session, &claims, true).await,
@@ -455,7 +464,7 @@ impl Hub {
                     .await;
             }
             Ok(false) => {}
-            Err(e) => worker::console_error!("cannot record presence: {e}"),
+            Err(e) => log_error!("cannot record presence: {e}"),
         }
     }
 
@@ -474,7 +483,7 @@ impl Hub {
                 self.tell_room(channel, PresenceChange::Leave, who).await;
             }
             Ok(false) => {}
-            Err(e) => worker::console_error!("cannot record presence: {e}"),
+            Err(e) => log_error!("cannot record presence: {e}"),
         }
     }
 
@@ -485,7 +494,7 @@ impl Hub {
             .room_text(RoomRoute::PresenceChange, channel, body)
             .await
         {
-            worker::console_error!("presence change of {channel} failed: {}", e.message);
+            log_error!("presence change of {channel} failed: {}", e.message);
         }
     }
 
@@ -501,7 +510,7 @@ impl Hub {
             if self.socket(&row.conn).is_some() {
                 members.push(member_of(row));
             } else if let Err(e) = self.store.leave(&row.conn, &row.channel) {
-                worker::console_error!("cannot drop a stale member: {e}");
+                log_error!("cannot drop a stale member: {e}");
             }
         }
         glue::ok_json(&MembersResponse { members })
@@ -532,7 +541,7 @@ impl Hub {
             return error_response(&ApiError::internal("malformed status"));
         };
         if let Err(e) = self.store.set_status(&status) {
-            worker::console_error!("cannot store the system status: {e}");
+            log_error!("cannot store the system status: {e}");
         }
         let frame = JsValue::from_str(&status.frame(&now_rfc3339()));
         let delivered = self
@@ -632,7 +641,7 @@ impl Hub {
                 .with("channel", ch.as_str());
                 send_str(ws, &err.frame(ErrorFrame::Error, &ts));
                 if let Err(e) = self.store.unsubscribe(SubKind::Topic, conn, ch) {
-                    worker::console_error!("cannot drop topic: {e}");
+                    log_error!("cannot drop topic: {e}");
                 }
                 self.release(ch).await;
                 continue;
@@ -645,7 +654,7 @@ impl Hub {
                 .store
                 .subscribe(SubKind::Topic, conn, ch, Filters::default())
             {
-                worker::console_error!("cannot store topic: {e}");
+                log_error!("cannot store topic: {e}");
             }
             lists.push((
                 topic,
@@ -661,7 +670,7 @@ impl Hub {
     async fn drop_subscription(&self, kind: SubKind, conn: &str, channel: &str) {
         let _held = self.hold(channel).await;
         if let Err(e) = self.store.unsubscribe(kind, conn, channel) {
-            worker::console_error!("cannot delete subscription: {e}");
+            log_error!("cannot delete subscription: {e}");
         }
         self.release(channel).await;
     }
@@ -680,7 +689,7 @@ impl Hub {
         let channels = match self.store.remove_conn(&conn) {
             Ok(c) => c,
             Err(e) => {
-                worker::console_error!("cannot delete subscriptions: {e}");
+                log_error!("cannot delete subscriptions: {e}");
                 return;
             }
         };
@@ -699,7 +708,7 @@ impl Hub {
                         .await;
                 }
             }
-            Err(e) => worker::console_error!("cannot drop presence: {e}"),
+            Err(e) => log_error!("cannot drop presence: {e}"),
         }
     }
 
@@ -728,14 +737,14 @@ impl Hub {
             return;
         }
         if let Err(e) = self.store.clear_applied(channel) {
-            worker::console_error!("cannot clear cursor of {channel}: {e}");
+            log_error!("cannot clear cursor of {channel}: {e}");
         }
         let Some(hub) = self.store.name() else { return };
         if let Err(e) = self
             .room_text(RoomRoute::Detach, channel, to_json(&DetachRequest { hub }))
             .await
         {
-            worker::console_error!("detach from {channel} failed: {}", e.message);
+            log_error!("detach from {channel} failed: {}", e.message);
         }
     }
 
@@ -753,7 +762,7 @@ impl Hub {
     /// A call to a channel's room answering its body.
     async fn room_text(&self, route: RoomRoute, channel: &str, body: String) -> ApiResult<String> {
         let unreachable = |e: worker::Error| {
-            worker::console_error!("room call {} for {channel} failed: {e}", route.path());
+            log_error!("room call {} for {channel} failed: {e}", route.path());
             ApiError::new(
                 ErrorCode::InternalError,
                 format!("channel '{channel}' could not be reached; try again"),
@@ -770,7 +779,7 @@ impl Hub {
         let mut resp = stub.fetch_with_request(req).await.map_err(unreachable)?;
         let text = resp.text().await.map_err(unreachable)?;
         if resp.status_code() != 200 {
-            worker::console_error!(
+            log_error!(
                 "room call {} for {channel} answered {}",
                 route.path(),
                 resp.status_code()
@@ -812,9 +821,7 @@ impl Hub {
         if let Some(after) = applied.filter(|a| *a < state.head) {
             let (got, lost) = gap::repaired(&state.catch_up, after, state.head);
             if lost > 0 {
-                worker::console_error!(
-                    "{lost} events of {channel} left history before hub caught up"
-                );
+                log_error!("{lost} events of {channel} left history before hub caught up");
             }
             let list = (dialect && since.is_none())
                 .then(|| dialect::list_from_bodies(state.events.iter().map(|e| e.body.as_str())));
@@ -855,9 +862,7 @@ impl Hub {
                     };
                     let (got, lost) = gap::repaired(&replay.events, after, through);
                     if lost > 0 {
-                        worker::console_error!(
-                            "{lost} events of {channel} left history before hub caught up"
-                        );
+                        log_error!("{lost} events of {channel} left history before hub caught up");
                     }
                     self.apply(channel, got, replay.list.as_deref());
                     applied = through;
@@ -876,7 +881,7 @@ impl Hub {
             }
         }
         if let Err(e) = self.store.set_applied(channel, applied) {
-            worker::console_error!("cannot store cursor of {channel}: {e}");
+            log_error!("cannot store cursor of {channel}: {e}");
         }
         let registered = self.store.wants(channel);
         drop(held);
@@ -974,14 +979,15 @@ impl Hub {
     }
 
     fn stats_json(&self) -> String {
-        #[derive(serde::Serialize)]
-        struct Body {
-            connections: usize,
-            channels: HashMap<String, usize>,
-        }
-        to_json(&Body {
-            connections: self.state.get_websockets().len(),
-            channels: self.store.counts(),
+        to_json(&HubStats {
+            connections: self.state.get_websockets().len() as u64,
+            channels: self
+                .store
+                .counts()
+                .into_iter()
+                .map(|(c, n)| (c, n as u64))
+                .collect(),
+            counters: telemetry::counters(),
         })
     }
 }

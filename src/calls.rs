@@ -1,6 +1,7 @@
 //! Calls between the gateway's own parts: the Worker or any object asking a
 //! room to publish, and typed requests to rooms, hubs and the directory.
 
+use crate::telemetry::log_error;
 use std::time::Duration;
 
 use futures::future::{select, Either};
@@ -95,7 +96,7 @@ pub async fn to_directory<T: serde::de::DeserializeOwned>(
     body: Option<String>,
 ) -> Result<T, ApiError> {
     let failed = |e: worker::Error| {
-        worker::console_error!("directory call {} failed: {e}", route.path());
+        log_error!("directory call {} failed: {e}", route.path());
         ApiError::internal("the gateway directory cannot be reached; try again")
     };
     let req = glue::internal_request(&route.url(), None, body).map_err(failed)?;
@@ -114,7 +115,7 @@ pub async fn to_directory<T: serde::de::DeserializeOwned>(
 /// The members of a presence channel, over its room's sockets and every hub.
 pub async fn presence(env: &Env, channel: &str) -> Result<Vec<Member>, ApiError> {
     let failed = |e: worker::Error| {
-        worker::console_error!("presence of {channel} failed: {e}");
+        log_error!("presence of {channel} failed: {e}");
         ApiError::internal(format!(
             "the presence of '{channel}' could not be read; try again"
         ))

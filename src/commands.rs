@@ -1,6 +1,7 @@
 //! Forwards a socket's command to `COMMAND_URL` and turns the backend's
 //! answer into the socket's frame (`core::command` decides what it means).
 
+use crate::telemetry::log_error;
 use std::time::Duration;
 
 use futures::future::{select, Either};
@@ -61,7 +62,7 @@ pub async fn run(
 
 async fn post(url: &str, secret: Option<&str>, body: String) -> Result<Value, Failure> {
     let unreachable = |e: worker::Error| {
-        worker::console_error!("command backend call failed: {e}");
+        log_error!("command backend call failed: {e}");
         Failure::Unreachable
     };
     let headers = Headers::new();

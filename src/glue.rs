@@ -2,6 +2,7 @@
 //! config, JSON responses, attachments, alarms, frame admission, and the one
 //! fan-out loop with its send helper.
 
+use crate::telemetry::log_error;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -135,6 +136,7 @@ pub fn send_str(ws: &WebSocket, frame: &str) -> bool {
 /// Ends a socket as `refusal` says: its reason frame, then its close code.
 /// Both may fail on a dead socket.
 pub fn refuse(ws: &WebSocket, refusal: Refusal) {
+    crate::telemetry::refused(&refusal);
     if let Some((kind, err)) = refusal.error() {
         send_str(ws, &err.frame(kind, &now_rfc3339()));
     }
@@ -181,7 +183,7 @@ pub async fn wake_by(storage: &Storage, deadline: i64) {
     let current = storage.get_alarm().await.ok().flatten();
     if current.is_none_or(|c| c > deadline) {
         if let Err(e) = storage.set_alarm(at(deadline)).await {
-            worker::console_error!("cannot set alarm: {e}");
+            log_error!("cannot set alarm: {e}");
         }
     }
 }
@@ -289,7 +291,7 @@ pub fn storage_failed(
     what: &'static str,
 ) -> impl Fn(worker::Error) -> ApiError + Copy {
     move |e| {
-        worker::console_error!("{what}: {e}");
+        log_error!("{what}: {e}");
         ApiError::new(code, what)
     }
 }

@@ -5,6 +5,7 @@
 //! JWKS for more than 2 s; a JWKS that is down, slow or garbage leaves the
 //! cached keys in force.
 
+use crate::telemetry::log_error;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -65,7 +66,7 @@ fn configured(env: &Env) -> (Rc<KeySet>, Option<String>) {
             let (keys, problem) = match KeySet::parse(&text) {
                 Ok(k) => (k, None),
                 Err(e) => {
-                    worker::console_error!("JWT_PUBLIC_KEYS cannot be read: {e}");
+                    log_error!("JWT_PUBLIC_KEYS cannot be read: {e}");
                     (
                         KeySet::default(),
                         Some(format!("JWT_PUBLIC_KEYS cannot be read: {e}")),
@@ -106,7 +107,7 @@ async fn refresh(url: &str, now_ms: i64) {
                 j.problem = None;
             }
             Err(problem) => {
-                worker::console_error!("JWT_JWKS_URL: {problem}");
+                log_error!("JWT_JWKS_URL: {problem}");
                 j.problem = Some(problem);
             }
         }

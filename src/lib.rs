@@ -33,3 +33,5 @@ mod locks;
 mod room_store;
 #[cfg(target_arch = "wasm32")]
 mod router;
+#[cfg(target_arch = "wasm32")]
+mod telemetry;

@@ -1,6 +1,7 @@
 //! The stateless Worker: parses the URL, checks the token, validates publishes,
 //! and forwards to the channel's Durable Object.
 
+use crate::telemetry::{self, log_error};
 use std::collections::BTreeMap;
 
 use futures::future::join_all;
@@ -12,9 +13,10 @@ use crate::core::channel::Channel;
 use crate::core::config::Config;
 use crate::core::error::{to_json, ApiError, ErrorCode};
 use crate::core::internal::{
-    hub_name, DirectoryRoute, HubRoute, RoomRoute, RoomsResponse, SystemResponse, CHANNEL_HEADER,
-    CLAIMS_HEADER, HUB_BINDING, HUB_HEADER,
+    hub_name, DirectoryRoute, HubRoute, HubStats, RoomRoute, RoomStats, RoomsResponse,
+    SystemResponse, CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING, HUB_HEADER,
 };
+use crate::core::metrics::{self, Counters, Gauges};
 use crate::core::protocol::{parse_publish, PublishEvent, PublishResult, MAX_FRAME_BYTES};
 use crate::core::publish;
 use crate::core::refusal::Refusal;
@@ -34,7 +36,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     match result {
         Ok(resp) => Ok(resp),
         Err(err) => {
-            worker::console_error!("request failed: {err}");
+            log_error!("request failed: {err}");
             error_response(&ApiError::internal(
                 "the gateway could not complete the request",
             ))
@@ -53,6 +55,7 @@ enum Route<'a> {
     History(&'a str),
     Presence(&'a str),
     SystemStatus,
+    Metrics,
     NotFound,
 }
 
@@ -68,6 +71,7 @@ fn parse_path(path: &str) -> Route<'_> {
         ["v1", "channels", channel, "history"] => Route::History(channel),
         ["v1", "channels", channel, "presence"] => Route::Presence(channel),
         ["v1", "system", "status"] => Route::SystemStatus,
+        ["metrics"] => Route::Metrics,
         _ => Route::NotFound,
     }
 }
@@ -136,6 +140,10 @@ async fn route(req: Request, env: &Env) -> Result<Response> {
         },
         Route::Presence(raw) => match method {
             Method::Get => channel_read(req, env, raw, RoomRoute::Presence).await,
+            _ => method_not_allowed("GET"),
+        },
+        Route::Metrics => match method {
+            Method::Get => metrics(req, env).await,
             _ => method_not_allowed("GET"),
         },
         Route::SystemStatus => match method {
@@ -276,23 +284,78 @@ async fn hub_socket(req: Request, env: &Env) -> Result<Response> {
     }
 }
 
-/// `GET /v1/stats`: connections and subscribers per channel, gathered from
-/// every hub and from the rooms of the known channels, of every channel a hub
-/// has subscribers for and of every room registered with the directory.
+/// What `/v1/stats` and `/metrics` report, gathered from every hub and from
+/// the rooms of the known channels, of every channel a hub has subscribers
+/// for and of every room registered with the directory.
+struct Gathered {
+    hub_connections: u64,
+    direct_connections: u64,
+    /// Per channel: subscribers over every route, and the head.
+    channels: BTreeMap<String, (u64, u64)>,
+    /// The counters of every object's isolate (one isolate may appear more
+    /// than once).
+    counters: Vec<Counters>,
+}
+
+async fn gather(env: &Env) -> Result<Gathered> {
+    let config = glue::config(env);
+    let hubs = env.durable_object(HUB_BINDING)?;
+    let hub_calls = (0..config.hub_shards).map(|i| {
+        let stub = hubs.get_by_name(&hub_name(i));
+        async move {
+            let mut resp = stub?.fetch_with_str(&HubRoute::Stats.url()).await?;
+            resp.json::<HubStats>().await
+        }
+    });
+    let mut gathered = Gathered {
+        hub_connections: 0,
+        direct_connections: 0,
+        channels: BTreeMap::new(),
+        counters: vec![telemetry::counters()],
+    };
+    let mut hub_subs: BTreeMap<String, u64> = crate::core::channel::Known::ALL
+        .iter()
+        .map(|k| (k.name().to_owned(), 0))
+        .collect();
+    for answer in join_all(hub_calls).await {
+        let h = answer?;
+        gathered.hub_connections += h.connections;
+        gathered.counters.push(h.counters);
+        for (channel, n) in h.channels {
+            *hub_subs.entry(channel).or_default() += n;
+        }
+    }
+    // Rooms holding direct sockets, namespaced ones included.
+    match calls::to_directory::<RoomsResponse>(env, DirectoryRoute::Rooms, None).await {
+        Ok(r) => {
+            for room in r.rooms {
+                hub_subs.entry(room).or_default();
+            }
+        }
+        Err(e) => log_error!("stats without the directory: {}", e.message),
+    }
+    let room_calls = hub_subs.iter().map(|(channel, n)| async move {
+        let req = glue::internal_request(&RoomRoute::Stats.url(), Some(channel), None)?;
+        let mut resp = room(env, channel)?.fetch_with_request(req).await?;
+        let r: RoomStats = resp.json().await?;
+        Ok::<_, worker::Error>((channel.clone(), *n, r))
+    });
+    for answer in join_all(room_calls).await {
+        let (channel, hub_subscribers, r) = answer?;
+        gathered.direct_connections += r.direct;
+        gathered
+            .channels
+            .insert(channel, (hub_subscribers + r.direct, r.seq));
+        gathered.counters.push(r.counters);
+    }
+    Ok(gathered)
+}
+
+/// `GET /v1/stats`: connections and subscribers per channel.
 async fn stats(req: Request, env: &Env) -> Result<Response> {
     let config = glue::config(env);
     if let Err(e) = bearer(&req, env).await {
         return error_response(&e);
-    }
-    #[derive(serde::Deserialize)]
-    struct HubStats {
-        connections: u64,
-        channels: BTreeMap<String, u64>,
-    }
-    #[derive(serde::Deserialize)]
-    struct RoomStats {
-        direct: u64,
-        seq: u64,
     }
     #[derive(serde::Serialize)]
     struct ChannelStats {
@@ -305,52 +368,42 @@ async fn stats(req: Request, env: &Env) -> Result<Response> {
         hubs: u32,
         channels: BTreeMap<String, ChannelStats>,
     }
-    let hubs = env.durable_object(HUB_BINDING)?;
-    let hub_calls = (0..config.hub_shards).map(|i| {
-        let stub = hubs.get_by_name(&hub_name(i));
-        async move {
-            let mut resp = stub?.fetch_with_str(&HubRoute::Stats.url()).await?;
-            resp.json::<HubStats>().await
-        }
-    });
-    let mut connections = 0;
-    let mut hub_subs: BTreeMap<String, u64> = crate::core::channel::Known::ALL
-        .iter()
-        .map(|k| (k.name().to_owned(), 0))
-        .collect();
-    for answer in join_all(hub_calls).await {
-        let h = answer?;
-        connections += h.connections;
-        for (channel, n) in h.channels {
-            *hub_subs.entry(channel).or_default() += n;
-        }
-    }
-    // Rooms holding direct sockets, namespaced ones included.
-    match calls::to_directory::<RoomsResponse>(env, DirectoryRoute::Rooms, None).await {
-        Ok(r) => {
-            for room in r.rooms {
-                hub_subs.entry(room).or_default();
-            }
-        }
-        Err(e) => worker::console_error!("stats without the directory: {}", e.message),
-    }
-    let room_calls = hub_subs.iter().map(|(channel, n)| async move {
-        let req = glue::internal_request(&RoomRoute::Stats.url(), Some(channel), None)?;
-        let mut resp = room(env, channel)?.fetch_with_request(req).await?;
-        let r: RoomStats = resp.json().await?;
-        Ok::<_, worker::Error>((channel.clone(), n + r.direct, r.direct, r.seq))
-    });
-    let mut channels = BTreeMap::new();
-    for answer in join_all(room_calls).await {
-        let (channel, subscribers, direct, seq) = answer?;
-        connections += direct;
-        channels.insert(channel, ChannelStats { subscribers, seq });
-    }
+    let g = gather(env).await?;
     glue::ok_json(&Stats {
-        connections,
+        connections: g.hub_connections + g.direct_connections,
         hubs: config.hub_shards,
-        channels,
+        channels: g
+            .channels
+            .into_iter()
+            .map(|(c, (subscribers, seq))| (c, ChannelStats { subscribers, seq }))
+            .collect(),
     })
+}
+
+/// `GET /metrics`: Prometheus text, for a token of scope `admin`, or for
+/// anyone when `METRICS_PUBLIC` is set.
+async fn metrics(req: Request, env: &Env) -> Result<Response> {
+    if !glue::config(env).metrics_public {
+        match bearer(&req, env).await {
+            Ok(c) if c.scopes.admin => {}
+            Ok(_) => {
+                return error_response(&ApiError::new(
+                    ErrorCode::Forbidden,
+                    "metrics need a token with scope 'admin' (or METRICS_PUBLIC)",
+                ))
+            }
+            Err(e) => return error_response(&e),
+        }
+    }
+    let g = gather(env).await?;
+    let mut gauges = Gauges::default();
+    gauges.connections.insert("hub", g.hub_connections);
+    gauges.connections.insert("direct", g.direct_connections);
+    gauges.channels = g.channels;
+    let text = metrics::render(&gauges, &metrics::sum_isolates(&g.counters));
+    let headers = Headers::new();
+    headers.set("content-type", "text/plain; version=0.0.4; charset=utf-8")?;
+    Ok(Response::ok(text)?.with_headers(headers))
 }
 
 /// `GET /v1/channels/{channel}/snapshot|history|presence`: any scope, within the
@@ -525,7 +578,7 @@ async fn set_status(mut req: Request, env: &Env) -> Result<Response> {
     for answer in hub_answers.into_iter().chain(room_answers) {
         match answer {
             Ok(a) => delivered += a.delivered,
-            Err(e) => worker::console_error!("system status announcement failed: {e}"),
+            Err(e) => log_error!("system status announcement failed: {e}"),
         }
     }
     #[derive(serde::Serialize)]

@@ -48,6 +48,9 @@ pub struct Config {
     pub command_timeout_ms: u32,
     /// Namespaces whose channels keep presence (`PRESENCE_NAMESPACES`).
     pub presence_namespaces: Vec<String>,
+    /// `/metrics` without a token (`METRICS_PUBLIC` set to anything but
+    /// empty, `0` or `false`).
+    pub metrics_public: bool,
 }
 
 impl Default for Config {
@@ -72,6 +75,7 @@ impl Default for Config {
             command_url: None,
             command_timeout_ms: 5000,
             presence_namespaces: vec!["conversation".to_owned()],
+            metrics_public: false,
         }
     }
 }
@@ -121,6 +125,8 @@ impl Config {
             command_url: lookup("COMMAND_URL").filter(|u| !u.trim().is_empty()),
             command_timeout_ms: num(lookup("COMMAND_TIMEOUT_MS"), d.command_timeout_ms).max(1),
             presence_namespaces: list(lookup("PRESENCE_NAMESPACES"), d.presence_namespaces),
+            metrics_public: lookup("METRICS_PUBLIC")
+                .is_some_and(|v| !matches!(v.trim(), "" | "0" | "false")),
         }
     }
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::filter::Filters;
+use super::metrics::Counters;
 use super::protocol::{Member, PresenceChange, Who};
 use super::status::SystemStatus;
 
@@ -285,6 +286,26 @@ pub struct ReplayResponse {
     pub events: Vec<Delivered>,
     #[serde(default)]
     pub list: Option<String>,
+}
+
+/// Hub → Worker: sockets and subscribers per channel, and the counters of
+/// the hub's isolate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HubStats {
+    pub connections: u64,
+    pub channels: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    pub counters: Counters,
+}
+
+/// Room → Worker: direct sockets, the head, and the counters of the room's
+/// isolate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomStats {
+    pub direct: u64,
+    pub seq: u64,
+    #[serde(default)]
+    pub counters: Counters,
 }
 
 /// Hub → room: a socket of the hub joined or left a presence channel.

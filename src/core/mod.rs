@@ -14,6 +14,7 @@ pub mod history;
 pub mod internal;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod presence;
 pub mod protocol;
 pub mod publish;
