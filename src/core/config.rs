@@ -161,5 +161,16 @@ mod tests {
         assert_eq!(c.burst_limit, 7);
         assert_eq!(c.max_subscriptions, 10);
         assert_eq!(c.namespaces, vec!["conversation", "room"]);
+        assert!(!c.metrics_public);
+        for (v, public) in [
+            ("1", true),
+            ("yes", true),
+            ("0", false),
+            ("false", false),
+            ("", false),
+        ] {
+            let c = Config::from_lookup(|k| (k == "METRICS_PUBLIC").then(|| v.to_owned()));
+            assert_eq!(c.metrics_public, public, "{v:?}");
+        }
     }
 }

@@ -57,8 +57,14 @@ impl Gateway {
     /// A start that loses its free port to another process (wrangler exits
     /// with "Address already in use") is tried again on new ports.
     pub fn start(persist: &Path, vars: &[(&str, &str)]) -> Gateway {
+        Gateway::start_logging(persist, vars, "warn")
+    }
+
+    /// [`Gateway::start`] with wrangler's `--log-level` (`log` shows the
+    /// Worker's structured log lines in the gateway's log file).
+    pub fn start_logging(persist: &Path, vars: &[(&str, &str)], level: &str) -> Gateway {
         for _ in 0..3 {
-            if let Some(gw) = Gateway::try_start(persist, vars) {
+            if let Some(gw) = Gateway::try_start(persist, vars, level) {
                 return gw;
             }
         }
@@ -68,7 +74,12 @@ impl Gateway {
         );
     }
 
-    fn try_start(persist: &Path, vars: &[(&str, &str)]) -> Option<Gateway> {
+    /// The gateway's output so far (wrangler's and the Worker's logs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.persist.with_extension("log")).unwrap_or_default()
+    }
+
+    fn try_start(persist: &Path, vars: &[(&str, &str)], level: &str) -> Option<Gateway> {
         let port = free_port();
         let inspector = free_port();
         let root = root();
@@ -79,11 +90,7 @@ impl Gateway {
             .arg("--persist-to")
             .arg(persist)
             .args(["--var", &format!("JWT_SECRET:{SECRET}")])
-            .args([
-                "--show-interactive-dev-session=false",
-                "--log-level",
-                "warn",
-            ]);
+            .args(["--show-interactive-dev-session=false", "--log-level", level]);
         // Presence is off unless a test turns it on: most tests use
         // `conversation:` channels and read exact frame sequences, which
         // presence joins would interleave.

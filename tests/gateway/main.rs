@@ -15,6 +15,7 @@ mod faults;
 mod hub;
 mod keys;
 mod liveness;
+mod operators;
 mod persistence;
 mod protocol;
 mod publish;
