@@ -855,6 +855,7 @@ impl ChannelRoom {
         Ok(to_json(&RoomStats {
             direct: self.targets().len() as u64,
             seq: store.head().map_err(read)?,
+            delivered: store.delivered().map_err(read)?,
             counters: telemetry::counters(),
         }))
     }
@@ -971,6 +972,9 @@ impl ChannelRoom {
         self.deliver_to_hubs(channel, &mut results, outcome.fresh)
             .await;
         let delivered = results.iter().map(|r| r.delivered).sum();
+        if let Err(e) = self.store()?.add_delivered(delivered) {
+            log_error!("cannot count deliveries: {e}");
+        }
         let ms = (now_ms() - started) as f64;
         telemetry::published(channel.name(), seqs, stored, delivered, ms);
         Ok(results)

@@ -225,6 +225,23 @@ impl RoomStore {
         self.set_about("registered", "1")
     }
 
+    /// Events sent to sockets since the channel began.
+    pub fn delivered(&self) -> Result<u64> {
+        Ok(self
+            .about("delivered")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Adds to the delivered count.
+    pub fn add_delivered(&self, n: u64) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let total = self.delivered()? + n;
+        self.set_about("delivered", &total.to_string())
+    }
+
     /// Notes that this room left the directory.
     pub fn clear_registered(&self) -> Result<()> {
         self.sql

@@ -16,7 +16,7 @@ use crate::core::internal::{
     hub_name, DirectoryRoute, HubRoute, HubStats, RoomRoute, RoomStats, RoomsResponse,
     SystemResponse, CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING, HUB_HEADER,
 };
-use crate::core::metrics::{self, Counters, Gauges};
+use crate::core::metrics::{self, ChannelCounts, Counters, Gauges};
 use crate::core::protocol::{parse_publish, PublishEvent, PublishResult, MAX_FRAME_BYTES};
 use crate::core::publish;
 use crate::core::refusal::Refusal;
@@ -290,8 +290,7 @@ async fn hub_socket(req: Request, env: &Env) -> Result<Response> {
 struct Gathered {
     hub_connections: u64,
     direct_connections: u64,
-    /// Per channel: subscribers over every route, and the head.
-    channels: BTreeMap<String, (u64, u64)>,
+    channels: BTreeMap<String, ChannelCounts>,
     /// The counters of every object's isolate (one isolate may appear more
     /// than once).
     counters: Vec<Counters>,
@@ -343,9 +342,14 @@ async fn gather(env: &Env) -> Result<Gathered> {
     for answer in join_all(room_calls).await {
         let (channel, hub_subscribers, r) = answer?;
         gathered.direct_connections += r.direct;
-        gathered
-            .channels
-            .insert(channel, (hub_subscribers + r.direct, r.seq));
+        gathered.channels.insert(
+            channel,
+            ChannelCounts {
+                subscribers: hub_subscribers + r.direct,
+                seq: r.seq,
+                delivered: r.delivered,
+            },
+        );
         gathered.counters.push(r.counters);
     }
     Ok(gathered)
@@ -358,25 +362,16 @@ async fn stats(req: Request, env: &Env) -> Result<Response> {
         return error_response(&e);
     }
     #[derive(serde::Serialize)]
-    struct ChannelStats {
-        subscribers: u64,
-        seq: u64,
-    }
-    #[derive(serde::Serialize)]
     struct Stats {
         connections: u64,
         hubs: u32,
-        channels: BTreeMap<String, ChannelStats>,
+        channels: BTreeMap<String, ChannelCounts>,
     }
     let g = gather(env).await?;
     glue::ok_json(&Stats {
         connections: g.hub_connections + g.direct_connections,
         hubs: config.hub_shards,
-        channels: g
-            .channels
-            .into_iter()
-            .map(|(c, (subscribers, seq))| (c, ChannelStats { subscribers, seq }))
-            .collect(),
+        channels: g.channels,
     })
 }
 

@@ -304,6 +304,9 @@ pub struct HubStats {
 pub struct RoomStats {
     pub direct: u64,
     pub seq: u64,
+    /// Events sent to sockets, since the channel began.
+    #[serde(default)]
+    pub delivered: u64,
     #[serde(default)]
     pub counters: Counters,
 }

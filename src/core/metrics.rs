@@ -106,13 +106,23 @@ pub fn sum_isolates<'a>(all: impl IntoIterator<Item = &'a Counters>) -> Counters
     total
 }
 
+/// One channel as `/v1/stats` and `/metrics` report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ChannelCounts {
+    /// Subscribers over every route.
+    pub subscribers: u64,
+    /// The head: events stored so far.
+    pub seq: u64,
+    /// Events sent to sockets, each socket counting once per event.
+    pub delivered: u64,
+}
+
 /// The current state `/metrics` reports beside the counters.
 #[derive(Debug, Default)]
 pub struct Gauges {
     /// Open sockets by route.
     pub connections: BTreeMap<&'static str, u64>,
-    /// Per channel: subscribers and the head `seq` (events stored so far).
-    pub channels: BTreeMap<String, (u64, u64)>,
+    pub channels: BTreeMap<String, ChannelCounts>,
 }
 
 /// A label value with `\`, `"` and newlines escaped.
@@ -155,7 +165,12 @@ pub fn render(gauges: &Gauges, counters: &Counters) -> String {
         gauges
             .channels
             .iter()
-            .map(|(c, (subs, _))| (format!("{{channel=\"{}\"}}", label(c)), subs.to_string()))
+            .map(|(c, n)| {
+                (
+                    format!("{{channel=\"{}\"}}", label(c)),
+                    n.subscribers.to_string(),
+                )
+            })
             .collect(),
     );
     family(
@@ -166,7 +181,23 @@ pub fn render(gauges: &Gauges, counters: &Counters) -> String {
         gauges
             .channels
             .iter()
-            .map(|(c, (_, seq))| (format!("{{channel=\"{}\"}}", label(c)), seq.to_string()))
+            .map(|(c, n)| (format!("{{channel=\"{}\"}}", label(c)), n.seq.to_string()))
+            .collect(),
+    );
+    family(
+        &mut out,
+        "uip_channel_deliveries_total",
+        "counter",
+        "Events sent to sockets per channel, since the channel began.",
+        gauges
+            .channels
+            .iter()
+            .map(|(c, n)| {
+                (
+                    format!("{{channel=\"{}\"}}", label(c)),
+                    n.delivered.to_string(),
+                )
+            })
             .collect(),
     );
     for (name, help, map, key) in [
@@ -288,7 +319,14 @@ mod tests {
         counters.refusals.insert("FORBIDDEN".into(), 1);
         let mut gauges = Gauges::default();
         gauges.connections.insert("hub", 5);
-        gauges.channels.insert("conversation:a\"b".into(), (2, 9));
+        gauges.channels.insert(
+            "conversation:a\"b".into(),
+            ChannelCounts {
+                subscribers: 2,
+                seq: 9,
+                delivered: 18,
+            },
+        );
         let text = render(&gauges, &counters);
         assert!(text.contains("# TYPE uip_connections gauge\n"));
         assert!(text.contains("uip_connections{route=\"hub\"} 5\n"));

@@ -120,6 +120,19 @@ async fn metrics_parse_and_their_counters_move_with_a_publish() {
         );
     }
     assert!(at(&after, "uip_connections_opened_total{route=\"direct\"}") >= 1.0);
+    assert_eq!(
+        at(
+            &after,
+            &format!("uip_channel_deliveries_total{{channel=\"{channel}\"}}")
+        ),
+        3.0
+    );
+    let (_, stats) = get(gw, "/v1/stats", Some(&sub_token())).await;
+    assert_eq!(
+        stats["channels"][&channel],
+        json!({"subscribers": 1, "seq": 3, "delivered": 3}),
+        "{stats}"
+    );
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ pub struct Args {
 
 /// The table for a `/v1/stats` body.
 pub fn table(stats: &Value) -> String {
-    let mut rows: Vec<(String, String, String)> = stats["channels"]
+    let mut rows: Vec<(String, String, String, String)> = stats["channels"]
         .as_object()
         .map(|m| {
             m.iter()
@@ -22,6 +22,7 @@ pub fn table(stats: &Value) -> String {
                         name.clone(),
                         c["subscribers"].to_string(),
                         c["seq"].to_string(),
+                        c["delivered"].as_u64().unwrap_or(0).to_string(),
                     )
                 })
                 .collect()
@@ -30,11 +31,13 @@ pub fn table(stats: &Value) -> String {
     rows.sort();
     let width = rows.iter().map(|r| r.0.len()).chain([7]).max().unwrap_or(7);
     let mut out = format!(
-        "connections {}  hubs {}\n{:<width$}  {:>11}  {:>8}\n",
-        stats["connections"], stats["hubs"], "channel", "subscribers", "seq"
+        "connections {}  hubs {}\n{:<width$}  {:>11}  {:>8}  {:>10}\n",
+        stats["connections"], stats["hubs"], "channel", "subscribers", "seq", "delivered"
     );
-    for (name, subs, seq) in rows {
-        out.push_str(&format!("{name:<width$}  {subs:>11}  {seq:>8}\n"));
+    for (name, subs, seq, delivered) in rows {
+        out.push_str(&format!(
+            "{name:<width$}  {subs:>11}  {seq:>8}  {delivered:>10}\n"
+        ));
     }
     out
 }
@@ -55,12 +58,12 @@ mod tests {
     #[test]
     fn the_table_lists_channels_by_name() {
         let t = table(&json!({"connections": 3, "hubs": 4, "channels": {
-            "weather": {"subscribers": 1, "seq": 9},
-            "accidents": {"subscribers": 2, "seq": 40}}}));
+            "weather": {"subscribers": 1, "seq": 9, "delivered": 9},
+            "accidents": {"subscribers": 2, "seq": 40, "delivered": 80}}}));
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "connections 3  hubs 4");
         assert!(lines[1].starts_with("channel"));
-        assert!(lines[2].starts_with("accidents") && lines[2].ends_with("40"));
+        assert!(lines[2].starts_with("accidents") && lines[2].ends_with("40          80"));
         assert!(lines[3].starts_with("weather"));
     }
 }
