@@ -13,9 +13,13 @@ log "clippy (wasm32)"
 cargo clippy --lib --target wasm32-unknown-unknown --quiet -- -D warnings
 log "building the Worker bundle"
 bash scripts/build.sh
+log "type-checking and building the TypeScript client"
+tsc -p clients/ts
 log "unit and integration tests"
 # The tests start their own wrangler instances on free ports from this bundle.
 UIP_SKIP_BUILD=1 cargo test --all-targets "$@"
+log "TypeScript client tests (Node's test runner)"
+UIP_SKIP_BUILD=1 node --test tests/client/
 log "browser tests (Debian's Chromium through playwright-core)"
 ensure_chromium
 UIP_SKIP_BUILD=1 node --test tests/browser/

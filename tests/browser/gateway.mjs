@@ -26,13 +26,18 @@ async function freePort() {
   });
 }
 
-/** Starts `wrangler dev` with extra `--var`s; resolves once /healthz answers. */
-export async function startGateway(name, vars = {}) {
-  const port = await freePort();
+/**
+ * Starts `wrangler dev` with extra `--var`s; resolves once /healthz answers.
+ * `again: gw` restarts a stopped gateway on its port with its state.
+ */
+export async function startGateway(name, vars = {}, { again } = {}) {
+  const port = again ? again.port : await freePort();
   const inspector = await freePort();
   const state = path.join(ROOT, 'tests/.state', `browser-${name}-${process.pid}`);
-  rmSync(state, { recursive: true, force: true });
-  mkdirSync(state, { recursive: true });
+  if (!again) {
+    rmSync(state, { recursive: true, force: true });
+    mkdirSync(state, { recursive: true });
+  }
   const args = [
     path.join(ROOT, 'tests/common/run-wrangler.sh'), String(process.pid),
     '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspector),
@@ -40,7 +45,7 @@ export async function startGateway(name, vars = {}) {
     '--show-interactive-dev-session=false', '--log-level', 'warn',
   ];
   for (const [k, v] of Object.entries(vars)) args.push('--var', `${k}:${v}`);
-  const log = openSync(`${state}.log`, 'w');
+  const log = openSync(`${state}.log`, 'a');
   const child = spawn('bash', args, {
     cwd: ROOT,
     detached: true,
@@ -50,8 +55,10 @@ export async function startGateway(name, vars = {}) {
       PATH: `${ROOT}/.tools/bin:${ROOT}/node_modules/.bin:${process.env.PATH}`,
       UIP_SKIP_BUILD: '1',
       WRANGLER_SEND_METRICS: 'false',
+      CLOUDFLARE_CF_FETCH_ENABLED: 'false',
     },
   });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
   const base = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + START_WAIT_MS;
   for (;;) {
@@ -65,14 +72,17 @@ export async function startGateway(name, vars = {}) {
     await new Promise((r) => setTimeout(r, 200));
   }
   return {
+    port,
     http: base,
     ws: `ws://127.0.0.1:${port}`,
+    /** Stops wrangler and workerd; resolves once they exited. */
     stop() {
       try {
         process.kill(-child.pid, 'SIGTERM');
       } catch {
         // already gone
       }
+      return exited;
     },
   };
 }

@@ -393,7 +393,7 @@ async fn stats_count_hub_and_direct_subscribers_of_a_channel() {
     assert_eq!(status, 200);
     assert_eq!(
         stats["channels"][&chat],
-        json!({"subscribers": 4, "seq": 1}),
+        json!({"subscribers": 4, "seq": 1, "delivered": 4}),
         "{stats}"
     );
     assert_eq!(stats["hubs"], 4);
