@@ -7,6 +7,10 @@
 set -euo pipefail
 source "$(dirname "$0")/tools.sh"
 cd "$ROOT"
+# The dashboard's copy of the TypeScript client.
+if [ ! -f public/client/index.js ] || [ -n "$(find clients/ts/src -newer public/client/index.js -print -quit)" ]; then
+  tsc -p clients/ts --outDir public/client --declaration false >&2
+fi
 if [ -f build/index.js ]; then
   if [ "${UIP_SKIP_BUILD:-}" = "1" ]; then
     exit 0

@@ -31,6 +31,9 @@ cat <<MSG
 
   uip-realtime dev gateway: ws://127.0.0.1:$PORT  (http://127.0.0.1:$PORT/healthz)
 
+  Live dashboard (start with --simulate to see it move):
+    http://127.0.0.1:$PORT/?token=$SUB_TOKEN
+
   Subscriber token (24 h, every channel):
     $SUB_TOKEN
   Publisher token (24 h):
