@@ -20,6 +20,11 @@ log "unit and integration tests"
 UIP_SKIP_BUILD=1 cargo test --all-targets "$@"
 log "TypeScript client tests (Node's test runner)"
 UIP_SKIP_BUILD=1 node --test tests/client/
+log "Python client: ruff, mypy --strict, tests (unittest)"
+ensure_python
+"$PY_ENV/bin/python" -m ruff check --config clients/python/pyproject.toml clients/python tests/python
+(cd clients/python && "$PY_ENV/bin/python" -m mypy src)
+(cd tests/python && UIP_SKIP_BUILD=1 PYTHONPATH="$ROOT/clients/python/src" "$PY_ENV/bin/python" -m unittest -v test_client)
 log "browser tests (Debian's Chromium through playwright-core)"
 ensure_chromium
 UIP_SKIP_BUILD=1 node --test tests/browser/

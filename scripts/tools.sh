@@ -58,6 +58,24 @@ ensure_chromium() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2
 }
 
+# ensure_python: a virtualenv with the Python client's dependency and its
+# linters, kept per user by requirements, reused by every clone.
+PY_REQUIREMENTS="websockets==15.0.1 ruff==0.8.6 mypy==1.13.0"
+ensure_python() {
+  local key
+  key="$(printf '%s' "$PY_REQUIREMENTS" | sha1sum | cut -c1-12)"
+  PY_ENV="$UIP_CACHE/python-$key"
+  if [ ! -x "$PY_ENV/bin/python" ]; then
+    log "creating the Python environment for the client tests (one-time)"
+    rm -rf "$PY_ENV.partial"
+    python3 -m venv "$PY_ENV.partial" >&2
+    # shellcheck disable=SC2086
+    "$PY_ENV.partial/bin/pip" install -q $PY_REQUIREMENTS >&2
+    mv "$PY_ENV.partial" "$PY_ENV"
+  fi
+  export PY_ENV
+}
+
 export PATH="$TOOLS_BIN:$ROOT/node_modules/.bin:$PATH"
 # worker-build would download these from GitHub; point it at the local ones.
 export WASM_BINDGEN_BIN="$TOOLS_BIN/wasm-bindgen"
