@@ -189,3 +189,32 @@ test('client publish resolves with published and a failed command rejects with i
   await assert.rejects(client.command('stream_control', { action: 'start' }), (e) => e.code === 'COMMAND_FAILED');
   client.close();
 });
+
+test('a connection whose pings go unanswered is declared dead and replaced', async () => {
+  let connections = 0;
+  const server = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  server.on('connection', (sock) => {
+    connections += 1;
+    // Authenticates, then never answers anything: a half-dead connection.
+    sock.send(JSON.stringify({ type: 'auth.success', timestamp: 't', data: { sub: 'x', exp: null, connection_id: `c${connections}` } }));
+  });
+  await new Promise((r) => server.once('listening', r));
+  const errors = [];
+  const client = new UipClient({
+    url: `ws://127.0.0.1:${server.address().port}`,
+    token: () => 't',
+    WebSocket,
+    pingIntervalMs: 200,
+    pongTimeoutMs: 300,
+    backoff: { initialMs: 50, maxMs: 100 },
+  });
+  client.on('error', (e) => errors.push(e.code));
+  const started = Date.now();
+  client.connect();
+  await until('a second connection', () => connections >= 2, 5_000);
+  const took = Date.now() - started;
+  client.close();
+  server.close();
+  assert.ok(errors.includes('CONNECTION_LOST'), `${errors}`);
+  assert.ok(took < 200 + 300 + 100 + 1000, `replaced after ${took} ms`);
+});
