@@ -218,3 +218,25 @@ test('a connection whose pings go unanswered is declared dead and replaced', asy
   assert.ok(errors.includes('CONNECTION_LOST'), `${errors}`);
   assert.ok(took < 200 + 300 + 100 + 1000, `replaced after ${took} ms`);
 });
+
+test('a rate limit is a typed error, then a backoff and a reconnect that keeps the subscriptions', async () => {
+  const channel = unique('conversation:ts-limit-');
+  const errors = [];
+  const states = [];
+  const seen = [];
+  const client = new UipClient({ url: gw.ws, token: () => subToken(), WebSocket, backoff: { initialMs: 200, maxMs: 500 } });
+  client.on('error', (e) => errors.push(e.code));
+  client.on('state', (s) => states.push(s));
+  client.subscribe(channel, { onEvent: (e) => seen.push(e.seq) });
+  client.connect();
+  await until('open', () => client.state === 'open');
+  // Over the burst limit (50 frames in 5 s): the server closes with 4008.
+  for (let i = 0; i < 60; i++) client.publish(channel, 'chat_message', { i }).catch(() => {});
+  await until('the rate limit', () => errors.includes('RATE_LIMIT_EXCEEDED'));
+  await until('reconnected', () => states.lastIndexOf('open') > states.indexOf('reconnecting') && states.includes('reconnecting'));
+  const before = seen.length;
+  await publish(gw, { channel, type: 'chat_message', data: { after: true } });
+  await until('an event after the reconnect', () => seen.length > before);
+  client.close();
+  assert.deepEqual(seen, Array.from({ length: seen.length }, (_, i) => i + 1), 'in order, once each');
+});

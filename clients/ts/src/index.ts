@@ -205,6 +205,10 @@ export function backoffDelay(attempt: number, options: BackoffOptions = DEFAULT_
   return Math.floor(random() * cap);
 }
 
+function hasFilters(filters: Record<string, unknown> | undefined): boolean {
+  return filters !== undefined && Object.keys(filters).length > 0;
+}
+
 /** Close codes after which reconnecting cannot help. */
 const TERMINAL_CLOSES = new Set([4003, 4004]);
 /** The exact ping the runtime answers without waking the server. */
@@ -529,7 +533,9 @@ export class UipClient {
       return;
     }
     if (sub.lastSeq !== undefined && e.seq <= sub.lastSeq) return;
-    if (sub.lastSeq !== undefined && e.seq > sub.lastSeq + 1) {
+    // Filtered subscriptions skip `seq`s by design; an unfiltered one that
+    // skips lost events, which history fills.
+    if (sub.lastSeq !== undefined && e.seq > sub.lastSeq + 1 && !hasFilters(sub.options.filters)) {
       void this.repair(sub, e);
       return;
     }

@@ -309,9 +309,11 @@ class Client:
         seq = int(e["seq"])
         if sub.last_seq is not None and seq <= sub.last_seq:
             return
-        if sub.last_seq is not None and seq > sub.last_seq + 1:
-            # Within one connection the gateway sends in order; a gap means
-            # events were lost, so resubscribe from the last one delivered.
+        if sub.last_seq is not None and seq > sub.last_seq + 1 and not sub.filters:
+            # Within one connection the gateway sends every event in order
+            # (filtered subscriptions skip seqs by design); a gap in an
+            # unfiltered one means events were lost: resubscribe from the last
+            # one delivered.
             sub.held = None
             tasks.append(asyncio.ensure_future(self._send_subscribe(sub)))
             return
