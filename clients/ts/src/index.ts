@@ -145,6 +145,51 @@ export interface SystemStatus {
   reconnect_after_s?: number;
 }
 
+/** The error object of `error` and `auth.failed` frames. */
+export interface ErrorBody {
+  code: ErrorCode | string;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+/** A presence member. */
+export interface Member {
+  sub: string | null;
+  connection_id: string;
+  joined_at: string;
+}
+
+/** Every message the gateway sends (SPEC "Exact shapes" and "Two-way"), by `type`. */
+export type ServerMessage =
+  | { type: 'auth.success'; timestamp: string; data: { sub: string | null; exp: number | null; connection_id: string } }
+  | { type: 'auth.failed'; timestamp: string; error: ErrorBody }
+  | { type: 'error'; timestamp: string; error: ErrorBody }
+  | { type: 'rate_limit_info'; timestamp: string; data: { max_messages_per_minute: number; max_subscriptions: number; burst_limit: number; burst_window: number } }
+  | { type: 'subscribed'; timestamp: string; data: { channel: string; filters: Record<string, unknown>; seq: number; recovered?: boolean } }
+  | { type: 'snapshot'; timestamp: string; data: { channel: string; seq: number; events: ChannelEvent[] } }
+  | { type: 'unsubscribed'; timestamp: string; data: { channel: string } }
+  | { type: 'pong'; timestamp?: string; data?: Record<string, never> }
+  | { type: 'batch'; timestamp: string; events: ChannelEvent[] }
+  | { type: 'published'; timestamp: string; data: { channel: string; seq: number; id?: string; duplicate?: boolean } }
+  | { type: 'presence'; timestamp: string; data: { channel: string; members: Member[] } }
+  | { type: 'presence.join' | 'presence.leave'; channel: string; timestamp: string; data: { sub: string | null; connection_id: string } }
+  | { type: 'system'; event: 'status'; timestamp: string; data: SystemStatus }
+  | { type: `${string}.result`; timestamp: string; data: unknown; id?: unknown }
+  | ChannelEvent;
+
+/** The known channels' events, typed by `type`. */
+export type KnownEvent =
+  | (ChannelEvent<TrafficFlow> & { type: 'traffic.flow' })
+  | (ChannelEvent<AccidentNew> & { type: 'accidents.new' })
+  | (ChannelEvent<AccidentUpdate> & { type: 'accidents.update' })
+  | (ChannelEvent<AccidentResolved> & { type: 'accidents.resolved' })
+  | (ChannelEvent<CongestionUpdate> & { type: 'congestion.update' })
+  | (ChannelEvent<WeatherUpdate> & { type: 'weather.update' })
+  | (ChannelEvent<WeatherAlert> & { type: 'weather.alert' })
+  | (ChannelEvent<AirQuality> & { type: 'air-quality.update' })
+  | (ChannelEvent<CameraStatus> & { type: 'cameras.status' })
+  | (ChannelEvent<Alert> & { type: 'alert' });
+
 /** Why a subscription got a snapshot: its first subscribe, or a gap the history no longer holds. */
 export type SnapshotReason = 'subscribed' | 'gap';
 
@@ -249,7 +294,7 @@ export class UipClient {
     state: new Set<Listener<ConnectionState>>(),
     error: new Set<Listener<UipError>>(),
     system: new Set<Listener<SystemStatus>>(),
-    message: new Set<Listener<Record<string, unknown>>>(),
+    message: new Set<Listener<ServerMessage>>(),
   };
   private readonly pending = new Map<string, Pending>();
   private counter = 0;
@@ -276,7 +321,7 @@ export class UipClient {
   on(kind: 'state', f: Listener<ConnectionState>): () => void;
   on(kind: 'error', f: Listener<UipError>): () => void;
   on(kind: 'system', f: Listener<SystemStatus>): () => void;
-  on(kind: 'message', f: Listener<Record<string, unknown>>): () => void;
+  on(kind: 'message', f: Listener<ServerMessage>): () => void;
   on(kind: keyof UipClient['listeners'], f: Listener<never>): () => void {
     const set = this.listeners[kind] as Set<Listener<never>>;
     set.add(f);
@@ -412,7 +457,7 @@ export class UipClient {
       this.emitError(new UipError('INVALID_FRAME', `a frame from the server is not a JSON object: ${String(e)}`));
       return;
     }
-    for (const f of this.listeners.message) f(m);
+    for (const f of this.listeners.message) f(m as unknown as ServerMessage);
     const type = m.type;
     const data = (m.data ?? {}) as Record<string, unknown>;
     switch (type) {
