@@ -14,10 +14,10 @@ FULL=0
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 bash scripts/build.sh
 cargo build --quiet --release -p uip-bench
-cargo build --quiet --bin uip-token
+cargo build --quiet --bin uip
 SECRET="bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-SUB="$(JWT_SECRET=$SECRET "$TARGET/debug/uip-token" --scope subscribe --channels '*')"
-PUB="$(JWT_SECRET=$SECRET "$TARGET/debug/uip-token" --scope publish)"
+SUB="$("$TARGET/debug/uip" token --secret "$SECRET" --scope subscribe --channels '*')"
+PUB="$("$TARGET/debug/uip" token --secret "$SECRET" --scope publish)"
 mkdir -p bench/results
 OUT="bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl"
 STATE="$(mktemp -d)"
