@@ -326,7 +326,7 @@ impl ChannelRoom {
             let since = session.resume_from.take();
             self.send_subscription(ws, session, since);
             save(ws, session);
-            self.presence_changed(channel, PresenceChange::Join, who(session))
+            self.presence_changed(channel, PresenceChange::Join, session.conn.who())
                 .await;
         }
         self.invalidate();
@@ -440,7 +440,7 @@ impl ChannelRoom {
                     save(ws, &session);
                     self.invalidate();
                     if let Ok(parsed) = Channel::parse(&channel, &self.config) {
-                        self.presence_changed(&parsed, PresenceChange::Leave, who(&session))
+                        self.presence_changed(&parsed, PresenceChange::Leave, session.conn.who())
                             .await;
                     }
                 }
@@ -550,7 +550,7 @@ impl ChannelRoom {
             left.subscribed = false;
             save(ws, &left);
             if let Ok(channel) = Channel::parse(&session.channel, &self.config) {
-                self.presence_changed(&channel, PresenceChange::Leave, who(&session))
+                self.presence_changed(&channel, PresenceChange::Leave, session.conn.who())
                     .await;
             }
         }
@@ -638,15 +638,7 @@ impl ChannelRoom {
             ErrorCode::InternalError,
             "the status could not be stored",
         ))?;
-        let frame = JsValue::from_str(&status.frame(&now_rfc3339()));
-        let delivered = self
-            .state
-            .get_websockets()
-            .iter()
-            .filter(|ws| {
-                load::<Session>(ws).is_some_and(|s| s.conn.is_authenticated()) && send(ws, &frame)
-            })
-            .count() as u64;
+        let delivered = glue::announce::<Session>(&self.state, &status);
         Ok(to_json(&SystemResponse { delivered }))
     }
 
@@ -1221,16 +1213,4 @@ async fn deliver(stub: &Stub, body: String) -> Result<DeliverResponse> {
         )));
     }
     resp.json().await
-}
-
-/// Who a direct socket is, for presence frames.
-fn who(session: &Session) -> Who {
-    Who {
-        sub: session
-            .conn
-            .identity
-            .as_ref()
-            .and_then(|i| i.claims.sub.clone()),
-        connection_id: session.conn.id.clone(),
-    }
 }

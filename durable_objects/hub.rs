@@ -446,20 +446,14 @@ impl Hub {
         if !channel.has_presence(&self.config) {
             return;
         }
-        let sub = session
-            .conn
-            .identity
-            .as_ref()
-            .and_then(|i| i.claims.sub.as_deref());
-        match self
-            .store
-            .join(&session.conn.id, channel.name(), sub, now_ms())
-        {
+        let who = session.conn.who();
+        match self.store.join(
+            &who.connection_id,
+            channel.name(),
+            who.sub.as_deref(),
+            now_ms(),
+        ) {
             Ok(true) => {
-                let who = Who {
-                    sub: sub.map(str::to_owned),
-                    connection_id: session.conn.id.clone(),
-                };
                 self.tell_room(channel.name(), PresenceChange::Join, who)
                     .await;
             }
@@ -472,15 +466,8 @@ impl Hub {
     async fn leave(&self, session: &HubSession, channel: &str) {
         match self.store.leave(&session.conn.id, channel) {
             Ok(true) => {
-                let who = Who {
-                    sub: session
-                        .conn
-                        .identity
-                        .as_ref()
-                        .and_then(|i| i.claims.sub.clone()),
-                    connection_id: session.conn.id.clone(),
-                };
-                self.tell_room(channel, PresenceChange::Leave, who).await;
+                self.tell_room(channel, PresenceChange::Leave, session.conn.who())
+                    .await;
             }
             Ok(false) => {}
             Err(e) => log_error!("cannot record presence: {e}"),
@@ -543,16 +530,7 @@ impl Hub {
         if let Err(e) = self.store.set_status(&status) {
             log_error!("cannot store the system status: {e}");
         }
-        let frame = JsValue::from_str(&status.frame(&now_rfc3339()));
-        let delivered = self
-            .state
-            .get_websockets()
-            .iter()
-            .filter(|ws| {
-                load::<HubSession>(ws).is_some_and(|s| s.conn.is_authenticated())
-                    && send(ws, &frame)
-            })
-            .count() as u64;
+        let delivered = glue::announce::<HubSession>(&self.state, &status);
         glue::ok_json(&SystemResponse { delivered })
     }
 

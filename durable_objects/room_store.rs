@@ -170,15 +170,7 @@ impl RoomStore {
 
     /// The channel this room serves, once it was remembered.
     pub fn channel(&self) -> Result<Option<String>> {
-        #[derive(Deserialize)]
-        struct Row {
-            v: String,
-        }
-        let rows: Vec<Row> = self
-            .sql
-            .exec("SELECT v FROM about WHERE k = 'channel'", None)?
-            .to_array()?;
-        Ok(rows.into_iter().next().map(|r| r.v))
+        self.about("channel")
     }
 
     /// A value of the `about` table.
@@ -251,11 +243,7 @@ impl RoomStore {
 
     /// Remembers the channel this room serves (for work an alarm does).
     pub fn set_channel(&self, name: &str) -> Result<()> {
-        self.sql.exec(
-            "INSERT OR REPLACE INTO about (k, v) VALUES ('channel', ?)",
-            vec![text(name)],
-        )?;
-        Ok(())
+        self.set_about("channel", name)
     }
 
     /// Marks whether the last push to a hub failed.

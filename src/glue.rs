@@ -238,6 +238,20 @@ pub fn sweep<S: HasConn + serde::Serialize + serde::de::DeserializeOwned>(
     swept
 }
 
+/// Sends a system status to every authenticated socket of the object
+/// (attachments of type `S`); answers how many it reached.
+pub fn announce<S: HasConn + serde::de::DeserializeOwned>(
+    state: &State,
+    status: &SystemStatus,
+) -> u64 {
+    let frame = JsValue::from_str(&status.frame(&now_rfc3339()));
+    state
+        .get_websockets()
+        .iter()
+        .filter(|ws| load::<S>(ws).is_some_and(|s| s.conn().is_authenticated()) && send(ws, &frame))
+        .count() as u64
+}
+
 /// A socket that came without a token: `rate_limit_info` now, and an alarm by
 /// its auth deadline in case no `auth` message follows.
 pub async fn await_auth<S: HasConn + serde::Serialize>(

@@ -8,7 +8,7 @@ use super::config::Config;
 use super::dialect;
 use super::filter::Filters;
 use super::limits::RateLimiter;
-use super::protocol::{Empty, ServerMessage};
+use super::protocol::{Empty, ServerMessage, Who};
 
 /// The authenticated identity of a socket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +67,14 @@ impl Conn {
     /// Whether a token was accepted.
     pub fn is_authenticated(&self) -> bool {
         self.identity.is_some()
+    }
+
+    /// Who this connection is, for presence frames.
+    pub fn who(&self) -> Who {
+        Who {
+            sub: self.identity.as_ref().and_then(|i| i.claims.sub.clone()),
+            connection_id: self.id.clone(),
+        }
     }
 
     /// When the socket must be closed whatever the client does: the auth
