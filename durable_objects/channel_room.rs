@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use futures::channel::oneshot;
 use futures::future::join_all;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -26,10 +27,10 @@ use crate::core::error::{to_json, ApiError, ErrorCode, ErrorFrame};
 use crate::core::filter::Filters;
 use crate::core::history;
 use crate::core::internal::{
-    AttachRequest, AttachResponse, DeliverRequest, DeliverResponse, Delivered, DetachRequest,
-    DirectoryRoute, HubRoute, MembersRequest, MembersResponse, PresenceChangeRequest,
-    PresenceFrameRequest, RegisterResponse, ReplayRequest, ReplayResponse, RoomName, RoomRoute,
-    RoomStats, SystemResponse, CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING,
+    AttachRequest, AttachResponse, DeliverRequest, DeliverResponse, DetachRequest, DirectoryRoute,
+    HubRoute, MembersRequest, MembersResponse, PresenceChangeRequest, PresenceFrameRequest,
+    RegisterResponse, ReplayRequest, ReplayResponse, RoomName, RoomRoute, RoomStats,
+    SystemResponse, CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING,
 };
 use crate::core::metrics::Route;
 use crate::core::presence;
@@ -37,8 +38,9 @@ use crate::core::protocol::{
     presence_change_frame, ChannelOnly, ClientMessage, Empty, Member, PresenceChange, PresenceData,
     PublishEvent, PublishResult, ServerMessage, Who,
 };
-use crate::core::publish::{self, EventLog, Fresh};
+use crate::core::publish::{self, EventLog};
 use crate::core::refusal::Refusal;
+use crate::core::relay::{Relay, Round, Ticket, Turn};
 use crate::core::session::{Conn, Session};
 use crate::core::status::SystemStatus;
 use crate::core::subscriptions::subscription_frames;
@@ -72,6 +74,10 @@ pub struct ChannelRoom {
     pushes: Cell<u64>,
     /// Events waiting to go to `?batch=1` sockets in one frame.
     outbox: RefCell<Outbox>,
+    /// Events on their way to the hubs, one push in flight at a time.
+    relay: RefCell<Relay>,
+    /// Requests waiting for the push in flight to finish.
+    relay_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// Registered with the directory (or on the way), so announcements reach
     /// this room's sockets.
     registered: Cell<bool>,
@@ -98,6 +104,8 @@ impl DurableObject for ChannelRoom {
             publishing: Cell::new(0),
             pushes: Cell::new(0),
             outbox: RefCell::new(Outbox::default()),
+            relay: RefCell::new(Relay::default()),
+            relay_waiters: RefCell::new(Vec::new()),
             registered: Cell::new(false),
         }
     }
@@ -952,17 +960,13 @@ impl ChannelRoom {
         }
         let _busy = InFlight::enter(&self.publishing);
         let started = now_ms();
-        let outcome = self.append_and_fan_out(channel, events)?;
-        let stored = outcome.fresh.len() as u64;
-        let seqs = outcome
-            .fresh
-            .first()
-            .zip(outcome.fresh.last())
-            .map(|(a, b)| (a.event.seq, b.event.seq));
-        let mut results = outcome.results;
+        let (mut results, relayed, stored, seqs) = self.append_and_fan_out(channel, events)?;
         self.flush_batches_soon().await;
-        self.deliver_to_hubs(channel, &mut results, outcome.fresh)
-            .await;
+        if let Some(ticket) = relayed {
+            for (slot, n) in self.relay_to_hubs(channel, ticket).await {
+                results[slot].delivered += n;
+            }
+        }
         let delivered = results.iter().map(|r| r.delivered).sum();
         if let Err(e) = self.store()?.add_delivered(delivered) {
             log_error!("cannot count deliveries: {e}");
@@ -973,13 +977,16 @@ impl ChannelRoom {
     }
 
     /// Orders and stores the events (`core::publish`), sends each to the
-    /// plain direct sockets and queues them for the batch ones, all without
-    /// awaiting. The answer waits until the writes are durable.
+    /// plain direct sockets and queues them for the batch ones and for the
+    /// hubs (in `seq` order, as they are stored), all without awaiting. The
+    /// answer waits until the writes are durable. Answers the results so far,
+    /// the relay ticket when hubs are registered, how many events were new
+    /// and their first and last `seq`.
     fn append_and_fan_out(
         &self,
         channel: &Channel,
         events: Vec<PublishEvent>,
-    ) -> ApiResult<publish::Outcome> {
+    ) -> ApiResult<Appended> {
         let store = self.store()?;
         let write = storage_failed(ErrorCode::InternalError, "the event could not be stored");
         let now = now_ms();
@@ -1003,7 +1010,22 @@ impl ChannelRoom {
         if let Err(e) = store.prune(&self.config, now) {
             log_error!("history prune failed: {e}");
         }
-        Ok(outcome)
+        let stored = outcome.fresh.len() as u64;
+        let seqs = outcome
+            .fresh
+            .first()
+            .zip(outcome.fresh.last())
+            .map(|(a, b)| (a.event.seq, b.event.seq));
+        let hubs = store.hubs().unwrap_or_else(|e| {
+            log_error!("cannot list hubs: {e}");
+            Vec::new()
+        });
+        let relayed = (!outcome.fresh.is_empty() && !hubs.is_empty()).then(|| {
+            self.relay
+                .borrow_mut()
+                .enqueue(outcome.fresh.into_iter().map(|f| (f.slot, f.event)))
+        });
+        Ok((outcome.results, relayed, stored, seqs))
     }
 
     /// Flushes the outbox after yielding once, so the events of publish
@@ -1039,33 +1061,53 @@ impl ChannelRoom {
         Some(stub)
     }
 
-    /// Sends the new events once to every registered hub, in parallel, and adds
-    /// what each hub delivered. A hub whose push fails is marked lagging and
-    /// nudged by the alarm until it has caught up from history; a hub without
-    /// subscribers is forgotten.
-    async fn deliver_to_hubs(
-        &self,
-        channel: &Channel,
-        results: &mut [PublishResult],
-        fresh: Vec<Fresh>,
-    ) {
-        if fresh.is_empty() {
-            return;
+    /// Waits until the hubs have the events of `ticket`, and answers the
+    /// sockets they reached per slot of the request. Whoever finds no push in
+    /// flight sends everything queued so far (`core::relay`); the others wait
+    /// for it, so a busy room makes one call per hub per round.
+    async fn relay_to_hubs(&self, channel: &Channel, ticket: Ticket) -> Vec<(usize, u64)> {
+        loop {
+            let turn = self.relay.borrow_mut().turn(ticket);
+            match turn {
+                Turn::Answered(counts) => return counts,
+                Turn::Wait => {
+                    let (tx, rx) = oneshot::channel();
+                    self.relay_waiters.borrow_mut().push(tx);
+                    // A dropped sender (the round abandoned) also wakes us.
+                    let _ = rx.await;
+                }
+                Turn::Send(round) => {
+                    let mut sending = Sending {
+                        room: self,
+                        round: Some(round),
+                    };
+                    let delivered = match sending.round.as_ref() {
+                        Some(round) => self.send_round(channel, round).await,
+                        None => Vec::new(),
+                    };
+                    sending.finish(&delivered);
+                }
+            }
         }
-        let Ok(store) = self.store() else { return };
+    }
+
+    /// Sends a round once to every registered hub, in parallel; answers the
+    /// sockets each hub that answered reached per event. The topic list is
+    /// built once here, and only while a hub has dialect subscribers; no hub
+    /// or socket re-reads the snapshot.
+    async fn send_round(&self, channel: &Channel, round: &Round) -> Vec<Vec<u64>> {
+        let Ok(store) = self.store() else {
+            return Vec::new();
+        };
         let hubs = match store.hubs() {
             Ok(h) if !h.is_empty() => h,
-            Ok(_) => return,
+            Ok(_) => return Vec::new(),
             Err(e) => {
                 log_error!("cannot list hubs: {e}");
-                return;
+                return Vec::new();
             }
         };
         let dialect = hubs.iter().any(|h| h.dialect);
-        let (slots, events): (Vec<usize>, Vec<Delivered>) =
-            fresh.into_iter().map(|f| (f.slot, f.event)).unzip();
-        // The topic list is built once here, and only while a hub has
-        // dialect subscribers; no hub or socket re-reads the snapshot.
         let list = if dialect && dialect::topic_of(channel.name()).is_some() {
             store
                 .snapshot(now_ms())
@@ -1078,20 +1120,16 @@ impl ChannelRoom {
         let head = store.head().unwrap_or_default();
         let body = to_json(&DeliverRequest {
             channel: channel.name().to_owned(),
-            events,
+            events: round.events.clone(),
             head,
             list,
         });
-        for answer in self
-            .push(channel.name(), &hubs, body)
+        self.push(channel.name(), &hubs, body)
             .await
             .into_iter()
             .flatten()
-        {
-            for (slot, n) in slots.iter().zip(answer.delivered) {
-                results[*slot].delivered += n;
-            }
-        }
+            .map(|answer| answer.delivered)
+            .collect()
     }
 
     /// Sends one delivery to each hub, in parallel; answers per hub, `None`
@@ -1184,6 +1222,43 @@ impl ChannelRoom {
         self.push(&channel, &lagging, body).await;
         let still = store.hubs().ok()?.iter().any(|h| h.lagging);
         still.then(|| now_ms() + HUB_RETRY_MS)
+    }
+}
+
+/// A room's stored events, as `append_and_fan_out` answers them: the
+/// results so far, the relay ticket when hubs are registered, how many events
+/// were new and their first and last `seq`.
+type Appended = (Vec<PublishResult>, Option<Ticket>, u64, Option<(u64, u64)>);
+
+/// A round on its way to the hubs. Finished, it answers its requests; dropped
+/// unfinished (its request abandoned), it puts the events back at the front of
+/// the queue. Either way the waiting requests wake and look again.
+struct Sending<'a> {
+    room: &'a ChannelRoom,
+    round: Option<Round>,
+}
+
+impl Sending<'_> {
+    fn finish(&mut self, delivered: &[Vec<u64>]) {
+        if let Some(round) = self.round.take() {
+            self.room.relay.borrow_mut().finish(round, delivered);
+        }
+        self.wake();
+    }
+
+    fn wake(&self) {
+        for waiter in self.room.relay_waiters.borrow_mut().drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        if let Some(round) = self.round.take() {
+            self.room.relay.borrow_mut().abandon(round);
+            self.wake();
+        }
     }
 }
 

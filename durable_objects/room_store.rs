@@ -230,8 +230,13 @@ impl RoomStore {
         if n == 0 {
             return Ok(());
         }
-        let total = self.delivered()? + n;
-        self.set_about("delivered", &total.to_string())
+        // One statement: this runs on every publish.
+        self.sql.exec(
+            "INSERT INTO about (k, v) VALUES ('delivered', ?) ON CONFLICT(k) DO UPDATE \
+             SET v = CAST(CAST(v AS INTEGER) + CAST(excluded.v AS INTEGER) AS TEXT)",
+            vec![text(&n.to_string())],
+        )?;
+        Ok(())
     }
 
     /// Notes that this room left the directory.

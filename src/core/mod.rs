@@ -19,6 +19,7 @@ pub mod presence;
 pub mod protocol;
 pub mod publish;
 pub mod refusal;
+pub mod relay;
 pub mod session;
 pub mod snapshot;
 pub mod status;
