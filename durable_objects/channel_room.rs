@@ -48,7 +48,7 @@ use crate::core::time::rfc3339_ms;
 use crate::glue::{
     self, accept_claims, admit, await_auth, connection_id, error_response, fan_out, load, now_ms,
     now_rfc3339, ok_json, refuse, save, send, send_flush, send_str, storage_failed, wake_by,
-    Outbox, Outgoing, Target,
+    Outbox, Outgoing, SaveDue, Target, LAZY_SAVE_MS,
 };
 use crate::room_store::{HubLink, RoomStore};
 
@@ -85,6 +85,7 @@ pub struct ChannelRoom {
 
 impl DurableObject for ChannelRoom {
     fn new(state: State, env: Env) -> Self {
+        telemetry::started("room");
         glue::set_ping_auto_response(&state);
         let store = match RoomStore::open(state.storage().sql()) {
             Ok(s) => Some(s),
@@ -173,6 +174,11 @@ impl DurableObject for ChannelRoom {
 
     async fn alarm(&self) -> Result<Response> {
         self.flush_batches();
+        if let Ok(store) = self.store() {
+            if let Err(e) = store.save_delivered() {
+                log_error!("cannot count deliveries: {e}");
+            }
+        }
         let swept = glue::sweep::<Session>(&self.state, &self.config);
         self.invalidate();
         for ws in &swept.closed {
@@ -961,16 +967,23 @@ impl ChannelRoom {
         let _busy = InFlight::enter(&self.publishing);
         let started = now_ms();
         let (mut results, relayed, stored, seqs) = self.append_and_fan_out(channel, events)?;
+        let direct: u64 = results.iter().map(|r| r.delivered).sum();
+        // Counted in the turn that stored the events: one commit per publish.
+        if let Err(e) = self.store()?.add_delivered(direct) {
+            log_error!("cannot count deliveries: {e}");
+        }
         self.flush_batches_soon().await;
         if let Some(ticket) = relayed {
+            let mut hubbed = 0;
             for (slot, n) in self.relay_to_hubs(channel, ticket).await {
                 results[slot].delivered += n;
+                hubbed += n;
+            }
+            if self.store()?.add_delivered_later(hubbed) == SaveDue::Schedule {
+                wake_by(&self.state.storage(), now_ms() + LAZY_SAVE_MS).await;
             }
         }
         let delivered = results.iter().map(|r| r.delivered).sum();
-        if let Err(e) = self.store()?.add_delivered(delivered) {
-            log_error!("cannot count deliveries: {e}");
-        }
         let ms = (now_ms() - started) as f64;
         telemetry::published(channel.name(), seqs, stored, delivered, ms);
         Ok(results)

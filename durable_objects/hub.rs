@@ -54,7 +54,7 @@ use crate::core::time::rfc3339_ms;
 use crate::glue::{
     self, accept_claims, admit, await_auth, connection_id, error_response, fan_out, load, now_ms,
     now_rfc3339, refuse, save, send, send_flush, send_str, storage_failed, Outbox, Outgoing,
-    Target,
+    SaveDue, Target, LAZY_SAVE_MS,
 };
 use crate::hub_store::{HubStore, MemberRow, SubKind};
 use crate::locks::KeyedLocks;
@@ -88,6 +88,7 @@ pub struct Hub {
 
 impl DurableObject for Hub {
     fn new(state: State, env: Env) -> Self {
+        telemetry::started("hub");
         glue::set_ping_auto_response(&state);
         let store = HubStore::open(state.storage().sql())
             .unwrap_or_else(|e| panic!("cannot open hub storage: {e}"));
@@ -171,6 +172,9 @@ impl DurableObject for Hub {
     }
 
     async fn alarm(&self) -> Result<Response> {
+        if let Err(e) = self.store.save_cursors() {
+            log_error!("cannot store cursors: {e}");
+        }
         let swept = glue::sweep::<HubSession>(&self.state, &self.config);
         for ws in &swept.closed {
             self.forget(ws).await;
@@ -858,11 +862,12 @@ impl Hub {
                 }
             }
         }
-        if let Err(e) = self.store.set_applied(channel, applied) {
-            log_error!("cannot store cursor of {channel}: {e}");
-        }
+        let save = self.store.advance(channel, applied);
         let registered = self.store.wants(channel);
         drop(held);
+        if save == SaveDue::Schedule {
+            glue::wake_by(&self.state.storage(), now_ms() + LAZY_SAVE_MS).await;
+        }
         // Deliveries that arrive meanwhile join this one's batch frames.
         let due = self
             .outboxes

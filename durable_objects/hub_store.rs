@@ -2,9 +2,17 @@
 //! filters, and `001_…` dialect topics) in SQLite together with the in-memory
 //! index read on every delivery, and the last `seq` applied per channel. Every
 //! change goes through here, so the table and the index never disagree.
+//!
+//! The cursors a delivery moves are written lazily (`advance`, then
+//! `save_cursors` from the alarm within `glue::LAZY_SAVE_MS`): a write per
+//! delivery per hub was most of what the hub route cost beyond the room route
+//! (BENCHMARKS.md). Memory is lost while sockets stay open only when the
+//! object hibernates, after 10 s without events; the save runs before that.
+//! When the process itself ends, its sockets end with it, and a stale cursor
+//! only repeats events to subscribers that are gone.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
 use worker::{Result, SqlStorage, SqlStorageValue};
@@ -12,6 +20,7 @@ use worker::{Result, SqlStorage, SqlStorageValue};
 use crate::core::filter::Filters;
 use crate::core::status::SystemStatus;
 use crate::core::subscriptions::Subscriptions;
+use crate::glue::SaveDue;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -74,6 +83,8 @@ pub struct HubStore {
     sql: SqlStorage,
     /// Loaded on first use after a wake.
     index: RefCell<Option<Index>>,
+    /// Channels whose cursor moved in memory since it was last written.
+    unsaved: RefCell<HashSet<String>>,
     /// Bumped on every change of subscriptions, so callers can cache what
     /// they derive from them (the receiving sockets per channel).
     version: Cell<u64>,
@@ -86,6 +97,7 @@ impl HubStore {
         Ok(HubStore {
             sql,
             index: RefCell::new(None),
+            unsaved: RefCell::new(HashSet::new()),
             version: Cell::new(0),
         })
     }
@@ -351,9 +363,40 @@ impl HubStore {
         self.with(|i| i.cursors.get(channel).copied())
     }
 
-    /// Moves the cursor of `channel` to `seq`.
+    /// Moves the cursor of `channel` to `seq` and writes it now (a
+    /// subscription attaching).
     pub fn set_applied(&self, channel: &str, seq: u64) -> Result<()> {
         self.with(|i| i.cursors.insert(channel.to_owned(), seq));
+        self.unsaved.borrow_mut().remove(channel);
+        self.write_cursor(channel, seq)
+    }
+
+    /// Moves the cursor of `channel` to `seq` in memory only (a delivery);
+    /// `save_cursors` writes it.
+    pub fn advance(&self, channel: &str, seq: u64) -> SaveDue {
+        self.with(|i| i.cursors.insert(channel.to_owned(), seq));
+        let mut unsaved = self.unsaved.borrow_mut();
+        let first = unsaved.is_empty();
+        unsaved.insert(channel.to_owned());
+        if first {
+            SaveDue::Schedule
+        } else {
+            SaveDue::Scheduled
+        }
+    }
+
+    /// Writes every cursor moved since the last save.
+    pub fn save_cursors(&self) -> Result<()> {
+        let channels: Vec<String> = self.unsaved.borrow_mut().drain().collect();
+        for channel in channels {
+            if let Some(seq) = self.applied(&channel) {
+                self.write_cursor(&channel, seq)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_cursor(&self, channel: &str, seq: u64) -> Result<()> {
         self.sql.exec(
             "INSERT OR REPLACE INTO cursors (channel, applied) VALUES (?, ?)",
             vec![text(channel), SqlStorageValue::Integer(seq as i64)],
@@ -364,6 +407,7 @@ impl HubStore {
     /// Forgets the cursor of a channel this hub stopped receiving.
     pub fn clear_applied(&self, channel: &str) -> Result<()> {
         self.with(|i| i.cursors.remove(channel));
+        self.unsaved.borrow_mut().remove(channel);
         self.sql
             .exec("DELETE FROM cursors WHERE channel = ?", vec![text(channel)])?;
         Ok(())

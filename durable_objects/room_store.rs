@@ -12,6 +12,7 @@ use crate::core::internal::Delivered;
 use crate::core::publish::{Appended, EventLog};
 use crate::core::snapshot::SnapshotOp;
 use crate::core::status::SystemStatus;
+use crate::glue::SaveDue;
 
 /// The SQLite tables of one ChannelRoom.
 pub struct RoomStore {
@@ -20,6 +21,13 @@ pub struct RoomStore {
     /// The hub registry, read on every publish; loaded once, kept in step
     /// with its table by the methods below.
     hubs: RefCell<Option<Vec<HubLink>>>,
+    /// Deliveries counted but not written yet: the hubs' share of a publish
+    /// arrives a turn after its events were stored, and a write of its own
+    /// would cost a second commit per publish. They are written with the
+    /// next publish, or by the alarm `add_delivered_later` asked for.
+    unsaved_delivered: Cell<u64>,
+    /// An alarm is due to write `unsaved_delivered`.
+    delivered_save_due: Cell<bool>,
 }
 
 /// A hub registered for this channel.
@@ -69,6 +77,8 @@ impl RoomStore {
             sql,
             head: Cell::new(None),
             hubs: RefCell::new(None),
+            unsaved_delivered: Cell::new(0),
+            delivered_save_due: Cell::new(false),
         })
     }
 
@@ -219,14 +229,16 @@ impl RoomStore {
 
     /// Events sent to sockets since the channel began.
     pub fn delivered(&self) -> Result<u64> {
-        Ok(self
+        let written: u64 = self
             .about("delivered")?
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
+            .unwrap_or(0);
+        Ok(written + self.unsaved_delivered.get())
     }
 
-    /// Adds to the delivered count.
+    /// Adds to the delivered count now, with what was counted for later.
     pub fn add_delivered(&self, n: u64) -> Result<()> {
+        let n = n + self.unsaved_delivered.replace(0);
         if n == 0 {
             return Ok(());
         }
@@ -237,6 +249,23 @@ impl RoomStore {
             vec![text(&n.to_string())],
         )?;
         Ok(())
+    }
+
+    /// Adds to the delivered count in memory; `add_delivered` or
+    /// `save_delivered` writes it.
+    pub fn add_delivered_later(&self, n: u64) -> SaveDue {
+        self.unsaved_delivered.set(self.unsaved_delivered.get() + n);
+        if self.delivered_save_due.replace(true) {
+            SaveDue::Scheduled
+        } else {
+            SaveDue::Schedule
+        }
+    }
+
+    /// The alarm's part: writes the deliveries counted for later.
+    pub fn save_delivered(&self) -> Result<()> {
+        self.delivered_save_due.set(false);
+        self.add_delivered(0)
     }
 
     /// Notes that this room left the directory.

@@ -178,6 +178,19 @@ fn at(ms: i64) -> ScheduledTime {
     ScheduledTime::new(js_sys::Date::new(&JsValue::from_f64(ms as f64)))
 }
 
+/// How long a count or cursor kept in memory may stay unwritten: well inside
+/// the 10 s after which an idle object hibernates and loses its memory.
+pub const LAZY_SAVE_MS: i64 = 4000;
+
+/// What a store asks of its object after a change it keeps in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveDue {
+    /// The first unsaved change: set the alarm that writes it.
+    Schedule,
+    /// The alarm is already due.
+    Scheduled,
+}
+
 /// Makes sure the object's alarm fires by `deadline`.
 pub async fn wake_by(storage: &Storage, deadline: i64) {
     let current = storage.get_alarm().await.ok().flatten();

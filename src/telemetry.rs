@@ -49,6 +49,12 @@ pub fn opened(route: Route, connection_id: &str) {
     );
 }
 
+/// A Durable Object of class `object` started (first use, or a wake after
+/// hibernation).
+pub fn started(object: &'static str) {
+    count(|c| *c.starts.entry(object.into()).or_default() += 1);
+}
+
 /// A socket closed, with the close code the runtime reported.
 pub fn closed(route: Route, connection_id: &str, code: usize) {
     count(|c| *c.closed.entry(route.label().into()).or_default() += 1);

@@ -41,6 +41,9 @@ pub struct Counters {
     pub closed: BTreeMap<String, u64>,
     /// Refusals by error code (or close reason for refusals without one).
     pub refusals: BTreeMap<String, u64>,
+    /// Durable Objects started, by class (`hub`, `room`): a hibernated
+    /// object starts again on its next event.
+    pub starts: BTreeMap<String, u64>,
     /// Publish requests a room handled, events it stored, and the sockets
     /// they were sent to (direct and through hubs).
     pub publish_requests: u64,
@@ -76,6 +79,7 @@ impl Counters {
             (&mut self.opened, &other.opened),
             (&mut self.closed, &other.closed),
             (&mut self.refusals, &other.refusals),
+            (&mut self.starts, &other.starts),
         ] {
             for (k, v) in theirs {
                 *mine.entry(k.clone()).or_default() += v;
@@ -218,6 +222,12 @@ pub fn render(gauges: &Gauges, counters: &Counters) -> String {
             "Sockets refused or closed by the server, by error code or close reason.",
             &counters.refusals,
             "code",
+        ),
+        (
+            "uip_object_starts_total",
+            "Durable Objects started (first use or a wake from hibernation), by class.",
+            &counters.starts,
+            "object",
         ),
     ] {
         family(

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -233,6 +234,14 @@ pub fn liveness_gateway() -> &'static Gateway {
             ],
         )
     })
+}
+
+/// A gateway of its own with one hub shard and default liveness settings,
+/// for tests that leave it idle long enough for workerd to hibernate its
+/// objects (10 s without an event).
+pub fn quiet_gateway() -> &'static Gateway {
+    static GW: OnceLock<Gateway> = OnceLock::new();
+    GW.get_or_init(|| Gateway::start(&state_dir("quiet"), &[("HUB_SHARDS", "1")]))
 }
 
 /// A shared gateway whose rooms drop every third push to a hub, as if the
@@ -551,6 +560,13 @@ impl Client {
     /// as a client with default settings sees it.
     pub async fn expect_prompt_close(&mut self) -> Closed {
         let closed = self.expect_close().await;
+        self.expect_over_after(&closed).await;
+        closed
+    }
+
+    /// Asserts the connection is over within 1 s of the close frame just
+    /// read (`closed`), as a client with default settings sees it.
+    pub async fn expect_over_after(&mut self, closed: &Closed) {
         let since = Instant::now();
         let ended = tokio::time::timeout(Duration::from_secs(3), async {
             while let Some(Ok(_)) = self.ws.next().await {}
@@ -561,7 +577,6 @@ impl Client {
             ended.is_ok() && took <= Duration::from_secs(1),
             "the connection outlived its close frame ({closed:?}) by {took:?}"
         );
-        closed
     }
 
     /// Every JSON frame that arrives within `wait`, with its arrival time,
@@ -927,4 +942,63 @@ pub async fn multiplexed_on_another_hub(gw: &Gateway, token: &str, other: &Clien
         c.close().await;
     }
     panic!("40 sockets all landed on {:?}", other.hub());
+}
+
+/// Parses Prometheus text (format 0.0.4): every sample belongs to a family
+/// declared by `# HELP` and `# TYPE` before it, and has a numeric value.
+/// Returns `name{labels}` → value.
+pub fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
+    let mut families: BTreeMap<String, String> = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            families.insert(name.to_owned(), kind.to_owned());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
+        let name = series.split('{').next().unwrap();
+        let family = families
+            .keys()
+            .find(|f| {
+                name == f.as_str()
+                    || ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| name == format!("{f}{s}"))
+            })
+            .unwrap_or_else(|| panic!("sample before its TYPE: {line}"));
+        assert!(!family.is_empty());
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "{line}"
+            );
+        }
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        samples.insert(series.to_owned(), v);
+    }
+    samples
+}
+
+pub async fn scrape(gw: &Gateway) -> BTreeMap<String, f64> {
+    let resp = reqwest::Client::new()
+        .get(format!("{}/metrics", gw.http()))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(resp.status().as_u16(), 200);
+    let kind = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    parse_exposition(&resp.text().await.unwrap())
+}
+
+pub fn at(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
+    samples.get(series).copied().unwrap_or(0.0)
 }

@@ -258,6 +258,22 @@ async fn a_live_connection_is_closed_when_its_token_expires() {
 }
 
 #[tokio::test]
+async fn a_socket_that_authenticated_by_message_is_closed_promptly_when_its_token_expires() {
+    let gw = gateway();
+    let t = token(TokenSpec {
+        exp: Some(now_s() + 4),
+        ..spec()
+    });
+    let mut c = Client::connect(gw, "/ws/alerts").await;
+    c.send_json(json!({"type": "auth", "token": t})).await;
+    c.expect("rate_limit_info").await;
+    c.expect("auth.success").await;
+    c.expect_where("the expiry", |m| m["error"]["code"] == "AUTH_EXPIRED")
+        .await;
+    assert_eq!(c.expect_prompt_close().await.code, 4001);
+}
+
+#[tokio::test]
 async fn a_refresh_moves_the_expiry() {
     let gw = gateway();
     let t = token(TokenSpec {

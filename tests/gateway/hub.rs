@@ -1,5 +1,7 @@
 //! Multiplexed `/ws` sockets held by hub shards.
 
+use std::time::Duration;
+
 use futures_util::future::join_all;
 use serde_json::json;
 use uip_realtime::core::auth::TokenSpec;
@@ -399,4 +401,30 @@ async fn stats_count_hub_and_direct_subscribers_of_a_channel() {
     assert_eq!(stats["hubs"], 4);
     let (status, _) = get(gw, "/v1/stats", None).await;
     assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn a_hub_woken_from_hibernation_delivers_the_next_event_once_and_keeps_its_counts() {
+    let gw = quiet_gateway();
+    let chat = conversation("asleep");
+    let mut c = Client::multiplexed(gw, &sub_token()).await;
+    c.subscribe(&chat, json!(null)).await;
+    publish_ok(gw, &chat, "chat_message", json!({"n": 1})).await;
+    assert_eq!(c.expect("chat_message").await["seq"], 1);
+    let hub_starts = "uip_object_starts_total{object=\"hub\"}";
+    let before = at(&scrape(gw).await, hub_starts);
+    // Nothing reaches the hub for longer than the 10 s after which workerd
+    // hibernates an idle object (its cursor is saved within 4 s).
+    let (frames, closed) = c.frames_for(Duration::from_secs(16)).await;
+    assert_eq!((frames.len(), closed), (0, None));
+    publish_ok(gw, &chat, "chat_message", json!({"n": 2})).await;
+    assert_eq!(c.expect("chat_message").await["seq"], 2);
+    let (frames, _) = c.frames_for(Duration::from_secs(2)).await;
+    assert!(frames.is_empty(), "repeated after the wake: {frames:?}");
+    assert!(
+        at(&scrape(gw).await, hub_starts) > before,
+        "the hub never hibernated, so this showed nothing"
+    );
+    let (_, stats) = get(gw, "/v1/stats", Some(&sub_token())).await;
+    assert_eq!(stats["channels"][&chat]["delivered"], 2, "{stats}");
 }

@@ -130,6 +130,7 @@ async fn a_socket_that_pinged_once_and_stopped_is_closed_after_the_heartbeat_tim
     let after = pinged.elapsed();
     let closed = closed.expect("closed for its stopped heartbeat");
     assert_eq!(closed.code, 1001);
+    c.expect_over_after(&closed).await;
     assert!(
         after + Duration::from_millis(300) >= Duration::from_secs(HEARTBEAT_TIMEOUT_S),
         "closed after {after:?}, before the heartbeat timeout"

@@ -1,7 +1,6 @@
 //! What operators read: `/metrics` in Prometheus text, and structured log
 //! lines that never hold a token.
 
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -13,65 +12,6 @@ use crate::common::*;
 fn logged_gateway() -> &'static Gateway {
     static GW: OnceLock<Gateway> = OnceLock::new();
     GW.get_or_init(|| Gateway::start_logging(&state_dir("logged"), &[], "log"))
-}
-
-/// Parses Prometheus text (format 0.0.4): every sample belongs to a family
-/// declared by `# HELP` and `# TYPE` before it, and has a numeric value.
-/// Returns `name{labels}` → value.
-fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
-    let mut families: BTreeMap<String, String> = BTreeMap::new();
-    let mut samples = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
-            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
-            families.insert(name.to_owned(), kind.to_owned());
-            continue;
-        }
-        if line.starts_with("# HELP ") || line.is_empty() {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
-        let name = series.split('{').next().unwrap();
-        let family = families
-            .keys()
-            .find(|f| {
-                name == f.as_str()
-                    || ["_bucket", "_sum", "_count"]
-                        .iter()
-                        .any(|s| name == format!("{f}{s}"))
-            })
-            .unwrap_or_else(|| panic!("sample before its TYPE: {line}"));
-        assert!(!family.is_empty());
-        if let Some(labels) = series.strip_prefix(name) {
-            assert!(
-                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
-                "{line}"
-            );
-        }
-        let v: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value: {line}"));
-        samples.insert(series.to_owned(), v);
-    }
-    samples
-}
-
-async fn scrape(gw: &Gateway) -> BTreeMap<String, f64> {
-    let resp = reqwest::Client::new()
-        .get(format!("{}/metrics", gw.http()))
-        .bearer_auth(admin_token())
-        .send()
-        .await
-        .expect("GET /metrics");
-    assert_eq!(resp.status().as_u16(), 200);
-    let kind = resp.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
-    parse_exposition(&resp.text().await.unwrap())
-}
-
-fn at(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
-    samples.get(series).copied().unwrap_or(0.0)
 }
 
 #[tokio::test]
