@@ -26,6 +26,7 @@ use worker::{
 
 use crate::calls;
 use crate::commands::{self, Command};
+use crate::core::attach_memo::{AttachMemo, Registration};
 use crate::core::auth::Claims;
 use crate::core::channel::Channel;
 use crate::core::config::Config;
@@ -84,6 +85,9 @@ pub struct Hub {
     closed: RefCell<HashSet<String>>,
     /// Per channel, events waiting for the `?batch=1` sockets.
     outboxes: RefCell<HashMap<String, Outbox>>,
+    /// Per channel, the last attach answer, which later subscribers of a
+    /// burst reuse while it still holds.
+    attaches: RefCell<AttachMemo>,
 }
 
 impl DurableObject for Hub {
@@ -104,6 +108,7 @@ impl DurableObject for Hub {
             channels: KeyedLocks::default(),
             closed: RefCell::new(HashSet::new()),
             outboxes: RefCell::new(HashMap::new()),
+            attaches: RefCell::new(AttachMemo::default()),
         }
     }
 
@@ -718,6 +723,7 @@ impl Hub {
         if self.store.wants(channel) {
             return;
         }
+        self.attaches.borrow_mut().forget(channel);
         if let Err(e) = self.store.clear_applied(channel) {
             log_error!("cannot clear cursor of {channel}: {e}");
         }
@@ -779,7 +785,8 @@ impl Hub {
     /// subscriber's starting state. When this hub already receives the
     /// channel, the answer also carries what it has not applied yet; that goes
     /// to the existing subscribers first, so the cursor stands at the head the
-    /// new subscriber starts from.
+    /// new subscriber starts from. A fresh subscriber reuses the last answer
+    /// while it holds (`core::attach_memo`), without a room call.
     async fn attach(
         &self,
         channel: &str,
@@ -791,6 +798,14 @@ impl Hub {
             .name()
             .ok_or_else(|| ApiError::internal("hub has no name"))?;
         let applied = self.store.applied(channel);
+        let registration = Registration::of(dialect);
+        if since.is_none() {
+            let memo = self.attaches.borrow();
+            if let Some(state) = memo.reuse(channel, applied, registration, now_ms()) {
+                telemetry::attached("reused");
+                return Ok(state);
+            }
+        }
         let request = AttachRequest {
             hub,
             since,
@@ -800,6 +815,7 @@ impl Hub {
         let state: AttachResponse = self
             .room_call(RoomRoute::Attach, channel, to_json(&request))
             .await?;
+        telemetry::attached("called");
         if let Some(after) = applied.filter(|a| *a < state.head) {
             let (got, lost) = gap::repaired(&state.catch_up, after, state.head);
             if lost > 0 {
@@ -813,6 +829,11 @@ impl Hub {
         self.store
             .set_applied(channel, state.head)
             .map_err(stored_failed)?;
+        if since.is_none() {
+            self.attaches
+                .borrow_mut()
+                .remember(channel, &state, registration, now_ms());
+        }
         Ok(state)
     }
 
@@ -828,6 +849,7 @@ impl Hub {
         let held = self.channels.lock(channel).await;
         let mut delivered = vec![0u64; batch.events.len()];
         let Some(mut applied) = self.store.applied(channel) else {
+            self.attaches.borrow_mut().forget(channel);
             return glue::ok_json(&DeliverResponse {
                 delivered,
                 registered: self.store.wants(channel),
@@ -864,6 +886,11 @@ impl Hub {
         }
         let save = self.store.advance(channel, applied);
         let registered = self.store.wants(channel);
+        if !registered {
+            // The room drops this hub on this answer; the next subscriber
+            // must register again.
+            self.attaches.borrow_mut().forget(channel);
+        }
         drop(held);
         if save == SaveDue::Schedule {
             glue::wake_by(&self.state.storage(), now_ms() + LAZY_SAVE_MS).await;

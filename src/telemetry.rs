@@ -55,6 +55,11 @@ pub fn started(object: &'static str) {
     count(|c| *c.starts.entry(object.into()).or_default() += 1);
 }
 
+/// Counts a hub subscribe's starting state: `called` the room or `reused`.
+pub fn attached(outcome: &'static str) {
+    count(|c| *c.attaches.entry(outcome.into()).or_default() += 1);
+}
+
 /// A socket closed, with the close code the runtime reported.
 pub fn closed(route: Route, connection_id: &str, code: usize) {
     count(|c| *c.closed.entry(route.label().into()).or_default() += 1);

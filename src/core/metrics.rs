@@ -44,6 +44,9 @@ pub struct Counters {
     /// Durable Objects started, by class (`hub`, `room`): a hibernated
     /// object starts again on its next event.
     pub starts: BTreeMap<String, u64>,
+    /// Hub subscribes by how they got their starting state: `called` the
+    /// room, or `reused` the hub's last answer (`core::attach_memo`).
+    pub attaches: BTreeMap<String, u64>,
     /// Publish requests a room handled, events it stored, and the sockets
     /// they were sent to (direct and through hubs).
     pub publish_requests: u64,
@@ -80,6 +83,7 @@ impl Counters {
             (&mut self.closed, &other.closed),
             (&mut self.refusals, &other.refusals),
             (&mut self.starts, &other.starts),
+            (&mut self.attaches, &other.attaches),
         ] {
             for (k, v) in theirs {
                 *mine.entry(k.clone()).or_default() += v;
@@ -228,6 +232,12 @@ pub fn render(gauges: &Gauges, counters: &Counters) -> String {
             "Durable Objects started (first use or a wake from hibernation), by class.",
             &counters.starts,
             "object",
+        ),
+        (
+            "uip_hub_attaches_total",
+            "Hub subscribes by how they got their starting state: a room call or a reused answer.",
+            &counters.attaches,
+            "outcome",
         ),
     ] {
         family(

@@ -2,6 +2,7 @@
 //! and snapshot rules. Nothing here depends on `worker`; the glue in `src/` and
 //! `durable_objects/` carries out the decisions made here.
 
+pub mod attach_memo;
 pub mod auth;
 pub mod channel;
 pub mod command;

@@ -379,6 +379,47 @@ async fn a_thousand_sockets_over_several_hubs_each_get_every_event_once() {
 }
 
 #[tokio::test]
+async fn a_burst_of_subscribers_on_a_hub_shares_one_attach_and_each_gets_the_next_event_once() {
+    const SOCKETS: usize = 12;
+    let gw = gateway();
+    let chat = conversation("burst");
+    let t = sub_token();
+    let clients = join_all((0..SOCKETS).map(|_| Client::multiplexed(gw, &t))).await;
+    let hubs: std::collections::BTreeSet<String> = clients
+        .iter()
+        .filter_map(Client::hub)
+        .map(str::to_owned)
+        .collect();
+    let reused = "uip_hub_attaches_total{outcome=\"reused\"}";
+    let before = at(&scrape(gw).await, reused);
+    let mut clients = join_all(clients.into_iter().map(|mut c| {
+        let chat = chat.clone();
+        async move {
+            c.subscribe(&chat, json!(null)).await;
+            c
+        }
+    }))
+    .await;
+    // All but a hub's first subscriber reuse its answer (half of them at
+    // least, for subscribes that reach a loaded test gateway's hub past the
+    // reuse window); other tests' reuses can only add to the count.
+    let grown = at(&scrape(gw).await, reused) - before;
+    assert!(
+        grown >= (SOCKETS - 2 * hubs.len()) as f64,
+        "{grown} reused attaches for {SOCKETS} sockets on {} hubs",
+        hubs.len()
+    );
+    publish_ok(gw, &chat, "chat_message", json!({"n": 1})).await;
+    for c in &mut clients {
+        assert_eq!(c.expect("chat_message").await["seq"], 1);
+    }
+    for c in &mut clients {
+        let (frames, _) = c.frames_for(Duration::from_millis(300)).await;
+        assert!(frames.is_empty(), "a second copy: {frames:?}");
+    }
+}
+
+#[tokio::test]
 async fn stats_count_hub_and_direct_subscribers_of_a_channel() {
     let gw = gateway();
     let chat = conversation("stats");
