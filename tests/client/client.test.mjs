@@ -79,18 +79,26 @@ test('a restart of the gateway mid-stream loses and repeats nothing the applicat
     backoff: { initialMs: 200, maxMs: 1000 },
   });
   client.on('state', (s) => states.push(s));
-  client.subscribe(channel, { onEvent: (e) => seen.push(e.seq) });
+  let snapshots = 0;
+  client.subscribe(channel, { onEvent: (e) => seen.push(e.seq), onSnapshot: () => (snapshots += 1) });
   client.connect();
-  await until('open', () => client.state === 'open');
-  let target = gw;
-  const publisher = publishAll(() => target, channel, 0, 60);
-  await until('20 events', () => seen.length >= 20);
-  await gw.stop();
-  gw = await startGateway('client', { JWT_LEEWAY_S: '1', AUTH_TIMEOUT_S: '5' }, { again: gw });
-  target = gw;
-  await publisher;
-  await until('all 60 events', () => seen.length >= 60, 60_000);
-  client.close();
+  try {
+    // Publishing starts once the subscription stands: an event published
+    // before it is (rightly) not part of a namespaced channel's first state.
+    await until('subscribed', () => snapshots > 0);
+    let target = gw;
+    const publisher = publishAll(() => target, channel, 0, 60);
+    await until('20 events', () => seen.length >= 20);
+    await gw.stop();
+    gw = await startGateway('client', { JWT_LEEWAY_S: '1', AUTH_TIMEOUT_S: '5' }, { again: gw });
+    target = gw;
+    await publisher;
+    await until('all 60 events', () => seen.length >= 60, 60_000).catch((e) => {
+      throw new Error(`${e.message}; saw ${seen.join(',')}; states ${states.join(',')}`);
+    });
+  } finally {
+    client.close();
+  }
   assert.deepEqual(seen, Array.from({ length: 60 }, (_, i) => i + 1));
   assert.ok(states.includes('reconnecting'), `the client reconnected: ${states}`);
 });

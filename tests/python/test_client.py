@@ -56,9 +56,14 @@ class ClientTest(unittest.IsolatedAsyncioTestCase):
         seen: list[int] = []
         states: list[ConnectionState] = []
         client = Client(self.gw.ws, lambda: talker(), backoff=Backoff(0.2, 1.0), on_state=states.append)
-        client.subscribe(channel, lambda e: seen.append(e["seq"]))
+        snapshots: list[int] = []
+        client.subscribe(
+            channel, lambda e: seen.append(e["seq"]), on_snapshot=lambda _e, seq, _r: snapshots.append(seq)
+        )
         runner = asyncio.ensure_future(client.run())
-        await until("open", lambda: client.state is ConnectionState.OPEN)
+        # Publishing starts once the subscription stands: an event published
+        # before it is (rightly) not part of a namespaced channel's first state.
+        await until("subscribed", lambda: bool(snapshots))
 
         async def publish_all() -> None:
             for n in range(60):
