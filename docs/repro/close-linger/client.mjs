@@ -7,11 +7,11 @@ const started = Date.now();
 const ws = new WebSocket(`ws://127.0.0.1:${port}/?mode=${mode}&room=${mode}-${Math.random()}`);
 let frameAt = null;
 ws.on('open', () => {
+  // ws has no public event for the close frame itself; its receiver has.
+  ws._receiver.on('conclude', () => {
+    frameAt = Date.now() - started;
+  });
   if (send) ws.send('hello');
-});
-ws.on('ping', () => {});
-ws._receiver.on('conclude', () => {
-  frameAt = Date.now() - started;
 });
 ws.on('close', (code) => {
   const ended = Date.now() - started;
