@@ -2,7 +2,8 @@
 # Serves worker.js under bare workerd and closes a socket each way: from the
 # alarm and in fetch (the connection outlives its close frame by ~10 s), and
 # in a message handler or from the alarm after the client sent a frame (it ends
-# at once). Run from the project root: bash docs/repro/close-linger/run.sh
+# at once). With the object kept busy 5 s after the close, it ends 15 s later:
+# the connection lasts until the idle object is evicted. Run from the project root: bash docs/repro/close-linger/run.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 state="$(mktemp -d)"
@@ -15,6 +16,7 @@ cd "$here/../../.."
 clients=()
 node "$here/client.mjs" "$port" alarm & clients+=($!)
 node "$here/client.mjs" "$port" fetch & clients+=($!)
+node "$here/client.mjs" "$port" busy & clients+=($!)
 node "$here/client.mjs" "$port" alarm send & clients+=($!)
 node "$here/client.mjs" "$port" message send & clients+=($!)
 wait "${clients[@]}"

@@ -10,12 +10,20 @@ export class Room {
     const pair = new WebSocketPair();
     this.state.acceptWebSocket(pair[1], [mode]);
     if (mode === 'fetch') pair[1].close(4003, 'closed in fetch');
-    if (mode === 'alarm') await this.state.storage.setAlarm(Date.now() + 500);
+    if (mode === 'busy') await this.state.storage.put('ticks', 5);
+    if (mode === 'alarm' || mode === 'busy') await this.state.storage.setAlarm(Date.now() + 500);
     return new Response(null, { status: 101, webSocket: pair[0] });
   }
 
   async alarm() {
     for (const ws of this.state.getWebSockets()) ws.close(4000, 'closed by the alarm');
+    // Keeps the object busy for 5 more seconds: the connection then ends 10 s
+    // after the last tick, so what ends it is the idle object's eviction.
+    const ticks = (await this.state.storage.get('ticks')) ?? 0;
+    if (ticks > 0) {
+      await this.state.storage.put('ticks', ticks - 1);
+      await this.state.storage.setAlarm(Date.now() + 1000);
+    }
   }
 
   async webSocketMessage(ws) {
