@@ -61,7 +61,7 @@ const HUB_RETRY_MS: i64 = 1_000;
 pub struct ChannelRoom {
     state: State,
     env: Env,
-    config: Config,
+    config: Rc<Config>,
     store: Option<RoomStore>,
     /// Receiving sockets, rebuilt from the attachments after any change; the
     /// publish path reads it instead of decoding every attachment per event.
@@ -743,8 +743,8 @@ impl ChannelRoom {
             async move {
                 let req = glue::internal_request(&HubRoute::Members.url(), None, Some(body))?;
                 let stub = stub.ok_or_else(|| worker::Error::RustError("no stub".into()))?;
-                let mut resp = stub.fetch_with_request(req).await?;
-                resp.json::<MembersResponse>().await
+                let resp = stub.fetch_with_request(req).await?;
+                glue::read_json::<MembersResponse>(resp).await
             }
         });
         for answer in join_all(calls).await {
@@ -1293,12 +1293,9 @@ impl Drop for InFlight<'_> {
 
 async fn deliver(stub: &Stub, body: String) -> Result<DeliverResponse> {
     let req = glue::internal_request(&HubRoute::Deliver.url(), None, Some(body))?;
-    let mut resp = stub.fetch_with_request(req).await?;
-    if resp.status_code() != 200 {
-        return Err(worker::Error::RustError(format!(
-            "hub answered {}",
-            resp.status_code()
-        )));
+    let (status, text) = glue::read_text(stub.fetch_with_request(req).await?).await?;
+    if status != 200 {
+        return Err(worker::Error::RustError(format!("hub answered {status}")));
     }
-    resp.json().await
+    Ok(serde_json::from_str(&text)?)
 }

@@ -69,7 +69,7 @@ type TargetCache = (u64, HashMap<String, Rc<Vec<Target>>>);
 pub struct Hub {
     state: State,
     env: Env,
-    config: Config,
+    config: Rc<Config>,
     store: HubStore,
     /// Open sockets by connection id; rebuilt from the attachments after a change.
     sockets: RefCell<Option<HashMap<String, (WebSocket, bool)>>>,
@@ -764,14 +764,10 @@ impl Hub {
             .durable_object(ROOM_BINDING)
             .and_then(|ns| ns.get_by_name(channel))
             .map_err(unreachable)?;
-        let mut resp = stub.fetch_with_request(req).await.map_err(unreachable)?;
-        let text = resp.text().await.map_err(unreachable)?;
-        if resp.status_code() != 200 {
-            log_error!(
-                "room call {} for {channel} answered {}",
-                route.path(),
-                resp.status_code()
-            );
+        let resp = stub.fetch_with_request(req).await.map_err(unreachable)?;
+        let (status, text) = glue::read_text(resp).await.map_err(unreachable)?;
+        if status != 200 {
+            log_error!("room call {} for {channel} answered {status}", route.path());
             return Err(ApiError::new(
                 ErrorCode::InternalError,
                 format!("channel '{channel}' could not serve the subscription; try again"),

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark: `npm run bench` (N = 100 and 1000, through wrangler's proxy,
-# straight to the worker's workerd, and under bare workerd without wrangler), `npm run bench -- --full` (adds N = 5000 and
-# 10000 straight to workerd: through the proxy they would need ~5.5 fds each). Servers run pinned to
+# straight to the worker's workerd, and under bare workerd without wrangler;
+# then 10,000 sockets subscribing under bare workerd), `npm run bench -- --full`
+# (adds N = 5000 and 10000 straight to workerd: through the proxy they would
+# need ~5.5 fds each). Servers run pinned to
 # core 0, the load generator to core 1; loopback only; every phase of every run
 # is bounded by uip-bench's --phase-timeout-s. Results: bench/results/*.jsonl,
 # and a markdown table on stdout.
@@ -102,6 +104,12 @@ for n in 100 1000; do
     bench js-do workerd "$JS_DIRECT" "$JS_RT" direct "$n" "$m" "$rate" 1 0
     bench node node "$NODE_PORT" "$NODE_PID" multiplexed "$n" "$m" "$rate" 1 0
   done
+done
+# 10,000 sockets subscribing through hubs and direct (connect s is connect and
+# subscribe), under bare workerd: through wrangler's proxy they would need
+# ~55,000 fds.
+for route in multiplexed direct; do
+  bench gateway bare "$GW_BARE_PORT" "$GW_BARE" "$route" 10000 50 100 1 0
 done
 if [ "$FULL" = 1 ]; then
   for n in 5000 10000; do

@@ -46,9 +46,8 @@ pub async fn publish(
     .map_err(unreachable)?;
     let stub = room(env, channel).map_err(unreachable)?;
     let call = async {
-        let mut resp = stub.fetch_with_request(req).await?;
-        let text = resp.text().await?;
-        Ok::<_, worker::Error>((resp.status_code(), text))
+        let resp = stub.fetch_with_request(req).await?;
+        glue::read_text(resp).await
     };
     let deadline = worker::Delay::from(PUBLISH_DEADLINE);
     let (status, text) = match select(Box::pin(call), deadline).await {
@@ -100,14 +99,14 @@ pub async fn to_directory<T: serde::de::DeserializeOwned>(
         ApiError::internal("the gateway directory cannot be reached; try again")
     };
     let req = glue::internal_request(&route.url(), None, body).map_err(failed)?;
-    let mut resp = directory(env)
+    let resp = directory(env)
         .map_err(failed)?
         .fetch_with_request(req)
         .await
         .map_err(failed)?;
-    let text = resp.text().await.map_err(failed)?;
-    if resp.status_code() != 200 {
-        return Err(error_of(resp.status_code(), &text));
+    let (status, text) = glue::read_text(resp).await.map_err(failed)?;
+    if status != 200 {
+        return Err(error_of(status, &text));
     }
     serde_json::from_str(&text).map_err(|_| ApiError::internal("malformed directory answer"))
 }
@@ -123,14 +122,14 @@ pub async fn presence(env: &Env, channel: &str) -> Result<Vec<Member>, ApiError>
     };
     let req =
         glue::internal_request(&RoomRoute::Presence.url(), Some(channel), None).map_err(failed)?;
-    let mut resp = room(env, channel)
+    let resp = room(env, channel)
         .map_err(failed)?
         .fetch_with_request(req)
         .await
         .map_err(failed)?;
-    let text = resp.text().await.map_err(failed)?;
-    if resp.status_code() != 200 {
-        return Err(error_of(resp.status_code(), &text).with("channel", channel));
+    let (status, text) = glue::read_text(resp).await.map_err(failed)?;
+    if status != 200 {
+        return Err(error_of(status, &text).with("channel", channel));
     }
     serde_json::from_str::<MembersResponse>(&text)
         .map(|m| m.members)

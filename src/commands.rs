@@ -13,7 +13,7 @@ use crate::core::auth::Claims;
 use crate::core::command::{answer_frame, read_answer, CommandCall, Failure};
 use crate::core::config::Config;
 use crate::core::error::to_json;
-use crate::glue::now_rfc3339;
+use crate::glue::{self, now_rfc3339};
 
 /// A command of one socket, as parsed.
 pub struct Command {
@@ -79,7 +79,9 @@ async fn post(url: &str, secret: Option<&str>, body: String) -> Result<Value, Fa
         .with_headers(headers)
         .with_body(Some(JsValue::from_str(&body)));
     let req = Request::new_with_init(url, &init).map_err(unreachable)?;
-    let mut resp = Fetch::Request(req).send().await.map_err(unreachable)?;
-    let text = resp.text().await.map_err(|_| Failure::InvalidResponse)?;
-    read_answer(resp.status_code(), &text)
+    let resp = Fetch::Request(req).send().await.map_err(unreachable)?;
+    let (status, text) = glue::read_text(resp)
+        .await
+        .map_err(|_| Failure::InvalidResponse)?;
+    read_answer(status, &text)
 }

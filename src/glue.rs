@@ -9,6 +9,7 @@ use std::rc::Rc;
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
+use worker::wasm_bindgen_futures;
 use worker::{
     Env, Headers, Method, Request, RequestInit, Response, Result, ScheduledTime, State, Storage,
     Url, WebSocket, WebSocketIncomingMessage, WebSocketPair,
@@ -39,9 +40,38 @@ pub fn now_rfc3339() -> String {
     rfc3339_ms(now_ms())
 }
 
+/// A response's status and body. worker's `Response::text` reads a streamed
+/// body (every answer of another object or of `fetch`) chunk by chunk through
+/// wasm, releasing a reader lock with an error each time; the runtime's own
+/// `text()` reads it in one call (see BENCHMARKS.md, "Profile").
+pub async fn read_text(resp: Response) -> Result<(u16, String)> {
+    let status = resp.status_code();
+    let raw: web_sys::Response = resp.into();
+    let text = wasm_bindgen_futures::JsFuture::from(raw.text()?).await?;
+    Ok((status, text.as_string().unwrap_or_default()))
+}
+
+/// A response's body as JSON, read as [`read_text`] does.
+pub async fn read_json<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T> {
+    let (_, text) = read_text(resp).await?;
+    Ok(serde_json::from_str(&text)?)
+}
+
 /// The gateway config from `wrangler.toml` `[vars]`.
-pub fn config(env: &Env) -> Config {
-    Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()))
+///
+/// Read once per isolate: vars cannot change while it lives, and reading them
+/// is ~25 binding lookups, which every publish request would otherwise pay.
+pub fn config(env: &Env) -> Rc<Config> {
+    thread_local! {
+        static CONFIG: std::cell::OnceCell<Rc<Config>> = const { std::cell::OnceCell::new() };
+    }
+    CONFIG.with(|cell| {
+        Rc::clone(cell.get_or_init(|| {
+            Rc::new(Config::from_lookup(|name| {
+                env.var(name).ok().map(|v| v.to_string())
+            }))
+        }))
+    })
 }
 
 /// Verifies a client's token at `now_ms` with the configured keys and leeway.

@@ -117,17 +117,16 @@ async fn refresh(url: &str, now_ms: i64) {
 async fn fetch_jwks(url: &str) -> Result<KeySet, String> {
     let parsed = Url::parse(url).map_err(|_| "JWT_JWKS_URL is not a URL".to_owned())?;
     let call = async {
-        let mut resp = Fetch::Url(parsed)
+        let resp = Fetch::Url(parsed)
             .send()
             .await
             .map_err(|_| "the key set could not be reached".to_owned())?;
-        if resp.status_code() != 200 {
-            return Err(format!("the key set answered HTTP {}", resp.status_code()));
-        }
-        let body = resp
-            .text()
+        let (status, body) = crate::glue::read_text(resp)
             .await
             .map_err(|_| "the key set's body could not be read".to_owned())?;
+        if status != 200 {
+            return Err(format!("the key set answered HTTP {status}"));
+        }
         KeySet::from_jwks(&body)
     };
     match select(Box::pin(call), Delay::from(FETCH_DEADLINE)).await {

@@ -335,8 +335,8 @@ async fn gather(env: &Env) -> Result<Gathered> {
     }
     let room_calls = hub_subs.iter().map(|(channel, n)| async move {
         let req = glue::internal_request(&RoomRoute::Stats.url(), Some(channel), None)?;
-        let mut resp = room(env, channel)?.fetch_with_request(req).await?;
-        let r: RoomStats = resp.json().await?;
+        let resp = room(env, channel)?.fetch_with_request(req).await?;
+        let r: RoomStats = glue::read_json(resp).await?;
         Ok::<_, worker::Error>((channel.clone(), *n, r))
     });
     for answer in join_all(room_calls).await {
@@ -556,16 +556,16 @@ async fn set_status(mut req: Request, env: &Env) -> Result<Response> {
         let body = stored.clone();
         async move {
             let req = glue::internal_request(&HubRoute::System.url(), None, Some(body))?;
-            let mut resp = stub?.fetch_with_request(req).await?;
-            resp.json::<SystemResponse>().await
+            let resp = stub?.fetch_with_request(req).await?;
+            glue::read_json::<SystemResponse>(resp).await
         }
     });
     let room_calls = rooms.iter().map(|name| {
         let body = stored.clone();
         async move {
             let req = glue::internal_request(&RoomRoute::System.url(), Some(name), Some(body))?;
-            let mut resp = room(env, name)?.fetch_with_request(req).await?;
-            resp.json::<SystemResponse>().await
+            let resp = room(env, name)?.fetch_with_request(req).await?;
+            glue::read_json::<SystemResponse>(resp).await
         }
     });
     let (hub_answers, room_answers) = futures::join!(join_all(hub_calls), join_all(room_calls));
