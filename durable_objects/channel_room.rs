@@ -29,7 +29,7 @@ use crate::core::history;
 use crate::core::internal::{
     AttachRequest, AttachResponse, DeliverRequest, DeliverResponse, DetachRequest, DirectoryRoute,
     HubRoute, MembersRequest, MembersResponse, PresenceChangeRequest, PresenceFrameRequest,
-    RegisterResponse, ReplayRequest, ReplayResponse, RoomName, RoomRoute, RoomStats,
+    RegisterResponse, Registration, ReplayRequest, ReplayResponse, RoomName, RoomRoute, RoomStats,
     SystemResponse, CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING,
 };
 use crate::core::metrics::Route;
@@ -876,7 +876,7 @@ impl ChannelRoom {
         let store = self.store()?;
         let write = storage_failed(ErrorCode::InternalError, "the hub could not be registered");
         store
-            .register_hub(&body.hub, body.dialect, now_ms())
+            .register_hub(&body.hub, body.registration, now_ms())
             .map_err(write)?;
         let mut state = self.subscription_state(body.since)?;
         if let Some(applied) = body.applied.filter(|a| *a < state.head) {
@@ -1120,7 +1120,7 @@ impl ChannelRoom {
                 return Vec::new();
             }
         };
-        let dialect = hubs.iter().any(|h| h.dialect);
+        let dialect = hubs.iter().any(|h| h.registration == Registration::Dialect);
         let list = if dialect && dialect::topic_of(channel.name()).is_some() {
             store
                 .snapshot(now_ms())

@@ -26,7 +26,7 @@ use worker::{
 
 use crate::calls;
 use crate::commands::{self, Command};
-use crate::core::attach_memo::{AttachMemo, Registration};
+use crate::core::attach_memo::AttachMemo;
 use crate::core::auth::Claims;
 use crate::core::channel::Channel;
 use crate::core::config::Config;
@@ -37,8 +37,8 @@ use crate::core::gap::{self, Step};
 use crate::core::internal::{
     AttachRequest, AttachResponse, DeliverRequest, DeliverResponse, Delivered, DetachRequest,
     HubRoute, HubStats, MembersRequest, MembersResponse, PresenceChangeRequest,
-    PresenceFrameRequest, ReplayRequest, ReplayResponse, RoomRoute, SystemResponse, CLAIMS_HEADER,
-    HUB_HEADER, ROOM_BINDING,
+    PresenceFrameRequest, Registration, ReplayRequest, ReplayResponse, RoomRoute, SystemResponse,
+    CLAIMS_HEADER, HUB_HEADER, ROOM_BINDING,
 };
 use crate::core::metrics::Route;
 use crate::core::presence;
@@ -570,7 +570,7 @@ impl Hub {
         self.store
             .unsubscribe(SubKind::Channel, conn, channel)
             .map_err(stored_failed)?;
-        let state = match self.attach(channel, since, false).await {
+        let state = match self.attach(channel, since, Registration::Plain).await {
             Ok(s) => s,
             Err(e) => {
                 self.release(channel).await;
@@ -617,7 +617,12 @@ impl Hub {
         for ch in &channels {
             held.push(self.hold(ch).await);
         }
-        let states = join_all(channels.iter().map(|ch| self.attach(ch, None, true))).await;
+        let states = join_all(
+            channels
+                .iter()
+                .map(|ch| self.attach(ch, None, Registration::Dialect)),
+        )
+        .await;
         let mut lists: Vec<(&str, String)> = Vec::new();
         for (ch, state) in channels.iter().zip(states) {
             let (Some(topic), Ok(state)) = (dialect::topic_of(ch), state) else {
@@ -787,14 +792,13 @@ impl Hub {
         &self,
         channel: &str,
         since: Option<u64>,
-        dialect: bool,
+        registration: Registration,
     ) -> ApiResult<AttachResponse> {
         let hub = self
             .store
             .name()
             .ok_or_else(|| ApiError::internal("hub has no name"))?;
         let applied = self.store.applied(channel);
-        let registration = Registration::of(dialect);
         if since.is_none() {
             let memo = self.attaches.borrow();
             if let Some(state) = memo.reuse(channel, applied, registration, now_ms()) {
@@ -805,7 +809,7 @@ impl Hub {
         let request = AttachRequest {
             hub,
             since,
-            dialect,
+            registration,
             applied,
         };
         let state: AttachResponse = self
@@ -817,7 +821,7 @@ impl Hub {
             if lost > 0 {
                 log_error!("{lost} events of {channel} left history before hub caught up");
             }
-            let list = (dialect && since.is_none())
+            let list = (registration == Registration::Dialect && since.is_none())
                 .then(|| dialect::list_from_bodies(state.events.iter().map(|e| e.body.as_str())));
             self.apply(channel, got, list.as_deref());
             self.flush(channel);

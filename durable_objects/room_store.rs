@@ -8,7 +8,7 @@ use serde::Deserialize;
 use worker::{Result, SqlStorage, SqlStorageValue};
 
 use crate::core::config::Config;
-use crate::core::internal::Delivered;
+use crate::core::internal::{Delivered, Registration};
 use crate::core::publish::{Appended, EventLog};
 use crate::core::snapshot::SnapshotOp;
 use crate::core::status::SystemStatus;
@@ -34,8 +34,9 @@ pub struct RoomStore {
 #[derive(Debug, Clone, Deserialize)]
 pub struct HubLink {
     pub name: String,
-    /// It has `001_…` dialect subscribers, who need each event's topic list.
-    pub dialect: bool,
+    /// Whether it has `001_…` dialect subscribers, who need each event's
+    /// topic list.
+    pub registration: Registration,
     /// A push to it failed: it is nudged by the alarm until one succeeds.
     pub lagging: bool,
 }
@@ -141,7 +142,7 @@ impl RoomStore {
             .into_iter()
             .map(|r| HubLink {
                 name: r.name,
-                dialect: r.dialect != 0,
+                registration: Registration::of(r.dialect != 0),
                 lagging: r.lagging != 0,
             })
             .collect();
@@ -152,10 +153,11 @@ impl RoomStore {
     /// Registers a hub at `now_ms` (the attach brings it up to date, so it
     /// is no longer lagging); once it asked for topic lists it keeps getting
     /// them until it unregisters.
-    pub fn register_hub(&self, name: &str, dialect: bool, now_ms: i64) -> Result<()> {
+    pub fn register_hub(&self, name: &str, registration: Registration, now_ms: i64) -> Result<()> {
+        let dialect = i64::from(bool::from(registration));
         self.sql.exec(
             "INSERT INTO hub_links (name, dialect, attached_ms) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET dialect = MAX(dialect, excluded.dialect), attached_ms = excluded.attached_ms, lagging = 0",
-            vec![text(name), int(i64::from(dialect)), int(now_ms)],
+            vec![text(name), int(dialect), int(now_ms)],
         )?;
         self.hubs.replace(None);
         Ok(())

@@ -13,36 +13,12 @@
 
 use std::collections::HashMap;
 
-use crate::core::internal::AttachResponse;
+use crate::core::internal::{AttachResponse, Registration};
 
 /// How long one attach answer may serve later subscribers. Snapshot entries
 /// can expire meanwhile, so a reused snapshot is at most this much older
 /// than a fresh one, as if the subscriber had come this much earlier.
 pub const ATTACH_REUSE_MS: i64 = 1000;
-
-/// Whether the attach that produced an answer registered the hub for
-/// `001_…` dialect deliveries (which carry the topic's list).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Registration {
-    Plain,
-    Dialect,
-}
-
-impl Registration {
-    /// The registration an attach for a subscriber makes.
-    pub fn of(dialect: bool) -> Self {
-        if dialect {
-            Registration::Dialect
-        } else {
-            Registration::Plain
-        }
-    }
-
-    /// A room keeps the widest registration, so a dialect one covers both.
-    fn covers(self, wanted: Registration) -> bool {
-        self == Registration::Dialect || wanted == Registration::Plain
-    }
-}
 
 struct Entry {
     state: AttachResponse,

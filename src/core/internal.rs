@@ -212,16 +212,55 @@ impl Delivered {
     }
 }
 
+/// What a hub registers with a room for: plain deliveries, or deliveries that
+/// also carry the topic's list for `001_…` dialect subscribers. On the wire
+/// it is the boolean `dialect`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "bool", into = "bool")]
+pub enum Registration {
+    #[default]
+    Plain,
+    Dialect,
+}
+
+impl Registration {
+    /// The registration an attach for a subscriber makes.
+    pub fn of(dialect: bool) -> Self {
+        if dialect {
+            Registration::Dialect
+        } else {
+            Registration::Plain
+        }
+    }
+
+    /// A room keeps the widest registration, so a dialect one covers both.
+    pub fn covers(self, wanted: Registration) -> bool {
+        self == Registration::Dialect || wanted == Registration::Plain
+    }
+}
+
+impl From<bool> for Registration {
+    fn from(dialect: bool) -> Self {
+        Registration::of(dialect)
+    }
+}
+
+impl From<Registration> for bool {
+    fn from(r: Registration) -> Self {
+        r == Registration::Dialect
+    }
+}
+
 /// Hub → room: register this hub and send what a new subscriber needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttachRequest {
     pub hub: String,
     #[serde(default)]
     pub since: Option<u64>,
-    /// The subscriber speaks the `001_…` dialect: deliveries must carry the
-    /// topic's list.
-    #[serde(default)]
-    pub dialect: bool,
+    /// Whether deliveries must carry the topic's list (the subscriber speaks
+    /// the `001_…` dialect).
+    #[serde(default, rename = "dialect")]
+    pub registration: Registration,
     /// The last `seq` the hub applied for this channel, when it is already
     /// receiving it: the answer then carries what it has not applied yet.
     #[serde(default)]
@@ -386,5 +425,21 @@ mod tests {
             serde_json::from_str(r#"{"channel":"alerts","events":[]}"#).unwrap();
         assert_eq!(d.head, 0);
         assert_eq!(d.list, None);
+    }
+
+    #[test]
+    fn an_attach_carries_its_registration_as_the_boolean_dialect() {
+        let request = AttachRequest {
+            hub: "hub-0".into(),
+            since: None,
+            registration: Registration::Dialect,
+            applied: None,
+        };
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(json["dialect"], true);
+        let back: AttachRequest = serde_json::from_value(json).unwrap();
+        assert_eq!(back, request);
+        let plain: AttachRequest = serde_json::from_str(r#"{"hub":"hub-0"}"#).unwrap();
+        assert_eq!(plain.registration, Registration::Plain);
     }
 }
