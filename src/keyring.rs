@@ -121,12 +121,12 @@ async fn fetch_jwks(url: &str) -> Result<KeySet, String> {
             .send()
             .await
             .map_err(|_| "the key set could not be reached".to_owned())?;
-        let (status, body) = crate::glue::read_text(resp)
+        if resp.status_code() != 200 {
+            return Err(format!("the key set answered HTTP {}", resp.status_code()));
+        }
+        let (_, body) = crate::glue::read_text(resp)
             .await
             .map_err(|_| "the key set's body could not be read".to_owned())?;
-        if status != 200 {
-            return Err(format!("the key set answered HTTP {status}"));
-        }
         KeySet::from_jwks(&body)
     };
     match select(Box::pin(call), Delay::from(FETCH_DEADLINE)).await {
