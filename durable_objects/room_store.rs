@@ -142,7 +142,7 @@ impl RoomStore {
             .into_iter()
             .map(|r| HubLink {
                 name: r.name,
-                registration: Registration::of(r.dialect != 0),
+                registration: Registration::from(r.dialect != 0),
                 lagging: r.lagging != 0,
             })
             .collect();

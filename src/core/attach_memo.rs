@@ -45,8 +45,13 @@ impl AttachMemo {
     ) {
         self.entries
             .retain(|_, e| now_ms - e.at_ms < ATTACH_REUSE_MS);
-        let mut state = state.clone();
-        state.catch_up.clear();
+        // The catch-up went to the existing subscribers once; a reuse has none.
+        let state = AttachResponse {
+            head: state.head,
+            recovered: state.recovered,
+            events: state.events.clone(),
+            catch_up: Vec::new(),
+        };
         self.entries.insert(
             channel.to_owned(),
             Entry {

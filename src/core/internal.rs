@@ -224,15 +224,6 @@ pub enum Registration {
 }
 
 impl Registration {
-    /// The registration an attach for a subscriber makes.
-    pub fn of(dialect: bool) -> Self {
-        if dialect {
-            Registration::Dialect
-        } else {
-            Registration::Plain
-        }
-    }
-
     /// A room keeps the widest registration, so a dialect one covers both.
     pub fn covers(self, wanted: Registration) -> bool {
         self == Registration::Dialect || wanted == Registration::Plain
@@ -241,7 +232,11 @@ impl Registration {
 
 impl From<bool> for Registration {
     fn from(dialect: bool) -> Self {
-        Registration::of(dialect)
+        if dialect {
+            Registration::Dialect
+        } else {
+            Registration::Plain
+        }
     }
 }
 
