@@ -88,6 +88,8 @@ pub struct HubStore {
     /// Bumped on every change of subscriptions, so callers can cache what
     /// they derive from them (the receiving sockets per channel).
     version: Cell<u64>,
+    /// The hub's name once read or written: every accept and attach asks.
+    name: RefCell<Option<String>>,
 }
 
 impl HubStore {
@@ -99,6 +101,7 @@ impl HubStore {
             index: RefCell::new(None),
             unsaved: RefCell::new(HashSet::new()),
             version: Cell::new(0),
+            name: RefCell::new(None),
         })
     }
 
@@ -165,20 +168,31 @@ impl HubStore {
         struct Row {
             v: String,
         }
+        if let Some(name) = self.name.borrow().as_ref() {
+            return Some(name.clone());
+        }
         let rows: Vec<Row> = self
             .sql
             .exec("SELECT v FROM meta WHERE k = 'name'", None)
             .and_then(|c| c.to_array())
             .ok()?;
-        rows.into_iter().next().map(|r| r.v)
+        let name = rows.into_iter().next().map(|r| r.v)?;
+        self.name.replace(Some(name.clone()));
+        Some(name)
     }
 
     /// Remembers this hub's name (for registering with rooms after a wake).
+    /// Written once: every socket the Worker sends carries it, and a write
+    /// per accept was a commit per connection.
     pub fn set_name(&self, name: &str) -> Result<()> {
+        if self.name().as_deref() == Some(name) {
+            return Ok(());
+        }
         self.sql.exec(
             "INSERT OR REPLACE INTO meta (k, v) VALUES ('name', ?)",
             vec![text(name)],
         )?;
+        self.name.replace(Some(name.to_owned()));
         Ok(())
     }
 
@@ -240,8 +254,10 @@ impl HubStore {
                 vec![text(conn)],
             )?
             .to_array()?;
-        self.sql
-            .exec("DELETE FROM members WHERE conn = ?", vec![text(conn)])?;
+        if !rows.is_empty() {
+            self.sql
+                .exec("DELETE FROM members WHERE conn = ?", vec![text(conn)])?;
+        }
         Ok(rows)
     }
 
@@ -284,9 +300,18 @@ impl HubStore {
         Ok(())
     }
 
-    /// Removes one subscription (a no-op when absent).
+    /// Removes one subscription (a no-op when absent: the index and the
+    /// table agree, so nothing is written).
     pub fn unsubscribe(&self, kind: SubKind, conn: &str, channel: &str) -> Result<()> {
-        self.with(|i| i.of(kind).remove(conn, channel));
+        let had = self.with(|i| {
+            let subs = i.of(kind);
+            let had = subs.contains(conn, channel);
+            subs.remove(conn, channel);
+            had
+        });
+        if !had {
+            return Ok(());
+        }
         self.bump();
         self.sql.exec(
             &format!(
@@ -307,6 +332,10 @@ impl HubStore {
             i.topics.remove_conn(conn);
             had
         });
+        if channels.is_empty() {
+            // Nothing in the index, so nothing in the table either.
+            return Ok(channels);
+        }
         self.bump();
         channels.sort_unstable();
         channels.dedup();
@@ -366,8 +395,12 @@ impl HubStore {
     /// Moves the cursor of `channel` to `seq` and writes it now (a
     /// subscription attaching).
     pub fn set_applied(&self, channel: &str, seq: u64) -> Result<()> {
-        self.with(|i| i.cursors.insert(channel.to_owned(), seq));
-        self.unsaved.borrow_mut().remove(channel);
+        let before = self.with(|i| i.cursors.insert(channel.to_owned(), seq));
+        let was_unsaved = self.unsaved.borrow_mut().remove(channel);
+        if before == Some(seq) && !was_unsaved {
+            // Already written: a burst of subscribers at one head writes once.
+            return Ok(());
+        }
         self.write_cursor(channel, seq)
     }
 

@@ -25,17 +25,21 @@ impl Subscriptions {
     /// Adds or replaces `conn`'s subscription; `true` when it is the hub's
     /// first subscriber of `channel` (the hub must register with the room).
     pub fn insert(&mut self, conn: &str, channel: &str, filters: Filters) -> bool {
+        let had = self.contains(conn, channel);
         let list = self.by_channel.entry(channel.to_owned()).or_default();
         let first = list.is_empty();
-        match list.iter_mut().find(|(c, _)| c == conn) {
-            Some(entry) => entry.1 = filters,
-            None => {
-                list.push((conn.to_owned(), filters));
-                self.by_conn
-                    .entry(conn.to_owned())
-                    .or_default()
-                    .push(channel.to_owned());
+        // Only a repeat scans the channel's list: with thousands of sockets on
+        // one channel, a scan per new subscriber made subscribing quadratic.
+        if had {
+            if let Some(entry) = list.iter_mut().find(|(c, _)| c == conn) {
+                entry.1 = filters;
             }
+        } else {
+            list.push((conn.to_owned(), filters));
+            self.by_conn
+                .entry(conn.to_owned())
+                .or_default()
+                .push(channel.to_owned());
         }
         first
     }
@@ -43,6 +47,9 @@ impl Subscriptions {
     /// Removes one subscription; `true` when `channel` has no subscriber left
     /// here (the hub must unregister).
     pub fn remove(&mut self, conn: &str, channel: &str) -> bool {
+        if !self.contains(conn, channel) {
+            return false;
+        }
         let Some(list) = self.by_channel.get_mut(channel) else {
             return false;
         };
@@ -79,7 +86,8 @@ impl Subscriptions {
         self.by_conn.get(conn).map_or(&[], Vec::as_slice)
     }
 
-    /// Whether `conn` is subscribed to `channel`.
+    /// Whether `conn` is subscribed to `channel`: a look at the connection's
+    /// own few channels, not at the channel's subscribers.
     pub fn contains(&self, conn: &str, channel: &str) -> bool {
         self.channels_of(conn).iter().any(|c| c == channel)
     }
@@ -259,6 +267,22 @@ mod tests {
         assert!(!s.insert("a", "accidents", f.clone()));
         assert_eq!(s.subscribers("accidents"), &[("a".to_owned(), f)]);
         assert_eq!(s.channels_of("a").len(), 1);
+    }
+
+    #[test]
+    fn a_connection_has_exactly_the_channels_it_subscribed_and_kept() {
+        let mut s = Subscriptions::default();
+        s.insert("a", "alerts", Filters::default());
+        s.insert("b", "weather", Filters::default());
+        assert!(s.contains("a", "alerts"));
+        assert!(!s.contains("a", "weather"), "b's channel is not a's");
+        assert!(
+            !s.remove("a", "weather"),
+            "removing what a lacks changes nothing"
+        );
+        assert_eq!(s.subscribers("weather").len(), 1);
+        s.remove("a", "alerts");
+        assert!(!s.contains("a", "alerts"));
     }
 
     #[test]
