@@ -71,15 +71,22 @@ GW_DIRECT=$(runtime_port "$GW_RT" /healthz '"ok"'); JS_DIRECT=$(runtime_port "$J
 log "gateway :$GW_PORT (proxy $GW_PX, runtime $GW_RT on :$GW_DIRECT); js-do :$JS_PORT (proxy $JS_PX, runtime $JS_RT on :$JS_DIRECT); node :$NODE_PORT ($NODE_PID)"
 
 RUN=0
+# loadgen PORT PIDS ROUTE CHANNEL N EVENTS RATE PUBLISH_BATCH [uip-bench flags]:
+# one uip-bench run on core 1, its JSON report on stdout.
+loadgen() {
+  local port="$1" pids="$2" route="$3" channel="$4" n="$5" m="$6" rate="$7" pb="$8"
+  shift 8
+  taskset -c 1 "$TARGET/release/uip-bench" --base "http://127.0.0.1:$port" --route "$route" \
+    --channel "$channel" --sockets "$n" --events "$m" --rate "$rate" --publish-batch "$pb" \
+    --token "$SUB" --publish-token "$PUB" --server-pids "$pids" --phase-timeout-s 90 "$@"
+}
 # bench SERVER VIA PORT PIDS ROUTE N EVENTS RATE PUBLISH_BATCH CLIENT_BATCH
 bench() {
   local server="$1" via="$2" port="$3" pids="$4" route="$5" n="$6" m="$7" rate="$8" pb="$9" cb="${10}"
   RUN=$((RUN + 1))
   local extra=(); [ "$cb" = 1 ] && extra+=(--client-batch)
   local line
-  if line=$(taskset -c 1 "$TARGET/release/uip-bench" --base "http://127.0.0.1:$port" --route "$route" \
-      --channel "conversation:bench-$RUN" --sockets "$n" --events "$m" --rate "$rate" --publish-batch "$pb" \
-      --token "$SUB" --publish-token "$PUB" --server-pids "$pids" --phase-timeout-s 90 "${extra[@]}"); then
+  if line=$(loadgen "$port" "$pids" "$route" "conversation:bench-$RUN" "$n" "$m" "$rate" "$pb" "${extra[@]}"); then
     echo "{\"server\":\"$server\",\"via\":\"$via\",\"route\":\"$route\",\"rate\":$rate,\"publish_batch\":$pb,\"client_batch\":$cb,\"report\":$line}" | tee -a "$OUT"
   else
     log "run $RUN ($server $route N=$n R=$rate) failed"
@@ -93,9 +100,7 @@ bench() {
 warm() {
   local port="$1" pids="$2" route="$3"
   RUN=$((RUN + 1))
-  taskset -c 1 "$TARGET/release/uip-bench" --base "http://127.0.0.1:$port" --route "$route" \
-    --channel "conversation:warm-$RUN" --sockets 100 --events 400 --rate 0 --publish-batch 1 \
-    --token "$SUB" --publish-token "$PUB" --server-pids "$pids" --phase-timeout-s 90 > /dev/null \
+  loadgen "$port" "$pids" "$route" "conversation:warm-$RUN" 100 400 0 1 > /dev/null \
     || log "warm-up $RUN ($port $route) failed"
 }
 for route in multiplexed direct; do
