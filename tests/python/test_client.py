@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import time
 import unittest
@@ -75,8 +76,10 @@ class ClientTest(unittest.IsolatedAsyncioTestCase):
                         )
                         if answer.get("results"):
                             break
-                    except OSError:
-                        pass  # down or restarting: retry with the same id
+                    except (OSError, http.client.HTTPException):
+                        # Down or restarting, or the answer cut off mid-body
+                        # (IncompleteRead is no OSError): retry with the same id.
+                        pass
                     self.assertLess(time.monotonic(), deadline, f"event {n} never acknowledged")
                     await asyncio.sleep(0.1)
 
