@@ -25,6 +25,7 @@ use crate::core::config::Config;
 use crate::core::dialect;
 use crate::core::error::{to_json, ApiError, ErrorCode, ErrorFrame};
 use crate::core::filter::Filters;
+use crate::core::gather::{Arrival, Gather};
 use crate::core::history;
 use crate::core::internal::{
     AttachRequest, AttachResponse, DeliverRequest, DeliverResponse, DetachRequest, DirectoryRoute,
@@ -68,13 +69,16 @@ pub struct ChannelRoom {
     targets: RefCell<Option<Rc<Vec<Target>>>>,
     /// One stub per hub, reused so deliveries to a hub keep their order.
     hub_stubs: RefCell<HashMap<String, Rc<Stub>>>,
-    /// Publish requests in progress (for load shedding).
+    /// Publish requests in progress, until their writes are durable and
+    /// their hubs have answered (for load shedding and gathering).
     publishing: Cell<usize>,
+    /// Publish requests gathered into one write while the room is busy.
+    gather: RefCell<Gather<Gathered>>,
     /// Pushes to hubs so far (for the test-only dropped-delivery fault).
     pushes: Cell<u64>,
     /// Events waiting to go to `?batch=1` sockets in one frame.
     outbox: RefCell<Outbox>,
-    /// Events on their way to the hubs, one push in flight at a time.
+    /// Events on their way to the hubs, a bounded number of pushes in flight.
     relay: RefCell<Relay>,
     /// Requests waiting for the push in flight to finish.
     relay_waiters: RefCell<Vec<oneshot::Sender<()>>>,
@@ -103,6 +107,7 @@ impl DurableObject for ChannelRoom {
             targets: RefCell::new(None),
             hub_stubs: RefCell::new(HashMap::new()),
             publishing: Cell::new(0),
+            gather: RefCell::new(Gather::default()),
             pushes: Cell::new(0),
             outbox: RefCell::new(Outbox::default()),
             relay: RefCell::new(Relay::default()),
@@ -966,13 +971,13 @@ impl ChannelRoom {
         }
         let _busy = InFlight::enter(&self.publishing);
         let started = now_ms();
-        let (mut results, relayed, stored, seqs) = self.append_and_fan_out(channel, events)?;
-        let direct: u64 = results.iter().map(|r| r.delivered).sum();
-        // Counted in the turn that stored the events: one commit per publish.
-        if let Err(e) = self.store()?.add_delivered(direct) {
-            log_error!("cannot count deliveries: {e}");
-        }
+        let (mut results, relayed, stored, seqs) = self.store_gathered(channel, events).await?;
         self.flush_batches_soon().await;
+        // Counted as in progress until its writes are durable, so requests
+        // arriving meanwhile gather into the next write (`core::gather`).
+        if let Err(e) = self.state.storage().sync().await {
+            log_error!("publish writes did not commit: {e}");
+        }
         if let Some(ticket) = relayed {
             let mut hubbed = 0;
             for (slot, n) in self.relay_to_hubs(channel, ticket).await {
@@ -987,6 +992,42 @@ impl ChannelRoom {
         let ms = (now_ms() - started) as f64;
         telemetry::published(channel.name(), seqs, stored, delivered, ms);
         Ok(results)
+    }
+
+    /// Stores a request's events: at once in an idle room; in a busy one,
+    /// after one yield, together with every request that arrived meanwhile,
+    /// so they share one commit (`core::gather`).
+    async fn store_gathered(
+        &self,
+        channel: &Channel,
+        events: Vec<PublishEvent>,
+    ) -> ApiResult<Appended> {
+        let (tx, rx) = oneshot::channel();
+        let busy = self.publishing.get() > 1;
+        let arrival = self.gather.borrow_mut().arrive((events, tx), busy);
+        match arrival {
+            Arrival::Now((events, _)) => return self.append_and_fan_out(channel, events),
+            Arrival::Lead(_) => {
+                let gathering = Gathering {
+                    room: self,
+                    channel,
+                };
+                glue::yield_once().await;
+                drop(gathering);
+            }
+            Arrival::Follow(_) => {}
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(ApiError::internal("the gathered write was abandoned")))
+    }
+
+    /// Stores every gathered request in arrival order, in one synchronous
+    /// pass (one implicit transaction), and answers each.
+    fn write_gathered(&self, channel: &Channel) {
+        let gathered = self.gather.borrow_mut().take();
+        for (_, (events, answer)) in gathered {
+            let _ = answer.send(self.append_and_fan_out(channel, events));
+        }
     }
 
     /// Orders and stores the events (`core::publish`), sends each to the
@@ -1022,6 +1063,11 @@ impl ChannelRoom {
         }
         if let Err(e) = store.prune(&self.config, now) {
             log_error!("history prune failed: {e}");
+        }
+        let direct: u64 = outcome.results.iter().map(|r| r.delivered).sum();
+        // Counted in the pass that stored the events: no commit of its own.
+        if let Err(e) = store.add_delivered(direct) {
+            log_error!("cannot count deliveries: {e}");
         }
         let stored = outcome.fresh.len() as u64;
         let seqs = outcome
@@ -1075,9 +1121,9 @@ impl ChannelRoom {
     }
 
     /// Waits until the hubs have the events of `ticket`, and answers the
-    /// sockets they reached per slot of the request. Whoever finds no push in
-    /// flight sends everything queued so far (`core::relay`); the others wait
-    /// for it, so a busy room makes one call per hub per round.
+    /// sockets they reached per slot of the request. Whoever finds a free
+    /// slot sends everything queued so far (`core::relay`); the others wait,
+    /// so a busy room makes one call per hub per round.
     async fn relay_to_hubs(&self, channel: &Channel, ticket: Ticket) -> Vec<(usize, u64)> {
         loop {
             let turn = self.relay.borrow_mut().turn(ticket);
@@ -1168,7 +1214,7 @@ impl ChannelRoom {
                     _ if dropped => Err(worker::Error::RustError(
                         "dropped by TEST_DROP_HUB_DELIVERY_EVERY".into(),
                     )),
-                    Some(stub) => deliver(&stub, body).await,
+                    Some(stub) => deliver(&stub, channel, body).await,
                     None => Err(worker::Error::RustError("no stub for the hub".into())),
                 }
             }
@@ -1243,6 +1289,22 @@ impl ChannelRoom {
 /// were new and their first and last `seq`.
 type Appended = (Vec<PublishResult>, Option<Ticket>, u64, Option<(u64, u64)>);
 
+/// A publish request's events and where its answer goes, while gathered.
+type Gathered = (Vec<PublishEvent>, oneshot::Sender<ApiResult<Appended>>);
+
+/// The lead of a gathering. Dropped, after its yield or with its request
+/// abandoned, it writes everything gathered, so no follower waits forever.
+struct Gathering<'a> {
+    room: &'a ChannelRoom,
+    channel: &'a Channel,
+}
+
+impl Drop for Gathering<'_> {
+    fn drop(&mut self) {
+        self.room.write_gathered(self.channel);
+    }
+}
+
 /// A round on its way to the hubs. Finished, it answers its requests; dropped
 /// unfinished (its request abandoned), it puts the events back at the front of
 /// the queue. Either way the waiting requests wake and look again.
@@ -1291,8 +1353,10 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn deliver(stub: &Stub, body: String) -> Result<DeliverResponse> {
-    let req = glue::internal_request(&HubRoute::Deliver.url(), None, Some(body))?;
+/// One delivery to one hub; the channel rides in a header too, so the hub
+/// can take the channel's turn before it reads the body.
+async fn deliver(stub: &Stub, channel: &str, body: String) -> Result<DeliverResponse> {
+    let req = glue::internal_request(&HubRoute::Deliver.url(), Some(channel), Some(body))?;
     let (status, text) = glue::read_text(stub.fetch_with_request(req).await?).await?;
     if status != 200 {
         return Err(worker::Error::RustError(format!("hub answered {status}")));

@@ -38,7 +38,7 @@ use crate::core::internal::{
     AttachRequest, AttachResponse, DeliverRequest, DeliverResponse, Delivered, DetachRequest,
     HubRoute, HubStats, MembersRequest, MembersResponse, PresenceChangeRequest,
     PresenceFrameRequest, Registration, ReplayRequest, ReplayResponse, RoomRoute, SystemResponse,
-    CLAIMS_HEADER, HUB_HEADER, ROOM_BINDING,
+    CHANNEL_HEADER, CLAIMS_HEADER, HUB_HEADER, ROOM_BINDING,
 };
 use crate::core::metrics::Route;
 use crate::core::presence;
@@ -841,12 +841,19 @@ impl Hub {
     /// filled from the room's history first, and events applied before are
     /// skipped. Answers 503 when a gap cannot be filled now; the room repeats.
     async fn deliver(&self, mut req: Request) -> Result<Response> {
-        let batch: DeliverRequest = match req.json().await {
-            Ok(b) => b,
-            Err(_) => return error_response(&ApiError::internal("malformed delivery")),
+        let malformed = || error_response(&ApiError::internal("malformed delivery"));
+        let Some(named) = req.headers().get(CHANNEL_HEADER).ok().flatten() else {
+            return malformed();
+        };
+        // Locked before the body is read: a room's rounds reach this hub in
+        // the order it sent them, and are applied in that order without a
+        // repair (a later round taking the lock first would look like a gap).
+        let held = self.channels.lock(&named).await;
+        let batch = match req.json::<DeliverRequest>().await {
+            Ok(b) if b.channel == named => b,
+            _ => return malformed(),
         };
         let channel = batch.channel.as_str();
-        let held = self.channels.lock(channel).await;
         let mut delivered = vec![0u64; batch.events.len()];
         let Some(mut applied) = self.store.applied(channel) else {
             self.attaches.borrow_mut().forget(channel);

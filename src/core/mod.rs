@@ -11,6 +11,7 @@ pub mod dialect;
 pub mod error;
 pub mod filter;
 pub mod gap;
+pub mod gather;
 pub mod history;
 pub mod internal;
 pub mod keys;
