@@ -169,6 +169,49 @@ async fn the_same_id_published_twice_is_stored_and_delivered_once() {
 }
 
 #[tokio::test]
+async fn concurrent_publishes_of_one_id_are_stored_once_and_each_copy_is_answered_its_seq() {
+    let gw = gateway();
+    let channel = conversation("gathered");
+    // A hub subscriber keeps each publish in progress until its hub answers,
+    // so the room is busy and gathers the concurrent requests into one write.
+    let mut c = Client::connect(gw, &format!("/ws?token={}", sub_token())).await;
+    c.expect("auth.success").await;
+    c.expect("rate_limit_info").await;
+    c.subscribe(&channel, json!(null)).await;
+    let publishes = (0..16).map(|n| {
+        let event = json!({"channel": channel, "type": "n", "data": {"n": n % 8}, "id": format!("id-{}", n % 8)});
+        async move { publish(gateway(), &event).await }
+    });
+    let answers = futures_util::future::join_all(publishes).await;
+    let mut seq_of_id: BTreeMap<String, Vec<(u64, bool)>> = BTreeMap::new();
+    for (n, (status, body)) in answers.iter().enumerate() {
+        assert_eq!(status, &200, "{body}");
+        let r = &body["results"][0];
+        let copy = (r["seq"].as_u64().unwrap(), r["duplicate"] == true);
+        seq_of_id
+            .entry(format!("id-{}", n % 8))
+            .or_default()
+            .push(copy);
+    }
+    for (id, copies) in &seq_of_id {
+        assert_eq!(copies[0].0, copies[1].0, "{id}: both copies answer one seq");
+        assert_eq!(
+            copies.iter().filter(|(_, dup)| *dup).count(),
+            1,
+            "{id}: exactly one copy is the duplicate: {copies:?}"
+        );
+    }
+    let mut stored: Vec<u64> = seq_of_id.values().map(|c| c[0].0).collect();
+    stored.sort_unstable();
+    assert_eq!(stored, (1..=8).collect::<Vec<u64>>());
+    assert_eq!(
+        seqs_until(&mut c, 8).await,
+        stored,
+        "each stored once, in order"
+    );
+}
+
+#[tokio::test]
 async fn duplicate_ids_inside_one_batch_are_stored_once() {
     let gw = gateway();
     let channel = conversation("batchdup");
