@@ -1006,7 +1006,11 @@ impl ChannelRoom {
         let busy = self.publishing.get() > 1;
         let arrival = self.gather.borrow_mut().arrive((events, tx), busy);
         match arrival {
-            Arrival::Now((events, _)) => return self.append_and_fan_out(channel, events),
+            Arrival::Now((events, _)) => {
+                let appended = self.append_and_fan_out(channel, events);
+                self.prune();
+                return appended;
+            }
             Arrival::Lead(_) => {
                 let gathering = Gathering {
                     room: self,
@@ -1027,6 +1031,17 @@ impl ChannelRoom {
         let gathered = self.gather.borrow_mut().take();
         for (_, (events, answer)) in gathered {
             let _ = answer.send(self.append_and_fan_out(channel, events));
+        }
+        self.prune();
+    }
+
+    /// Drops what history and the idempotency window no longer keep: once
+    /// per write, however many requests it stored.
+    fn prune(&self) {
+        if let Ok(store) = self.store() {
+            if let Err(e) = store.prune(&self.config, now_ms()) {
+                log_error!("history prune failed: {e}");
+            }
         }
     }
 
@@ -1060,9 +1075,6 @@ impl ChannelRoom {
         let plain = fan_out(&targets, &outgoing);
         for ((f, p), b) in outcome.fresh.iter().zip(plain).zip(batched) {
             outcome.results[f.slot].delivered = p + b;
-        }
-        if let Err(e) = store.prune(&self.config, now) {
-            log_error!("history prune failed: {e}");
         }
         let direct: u64 = outcome.results.iter().map(|r| r.delivered).sum();
         // Counted in the pass that stored the events: no commit of its own.
