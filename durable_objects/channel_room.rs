@@ -80,7 +80,7 @@ pub struct ChannelRoom {
     outbox: RefCell<Outbox>,
     /// Events on their way to the hubs, a bounded number of pushes in flight.
     relay: RefCell<Relay>,
-    /// Requests waiting for the push in flight to finish.
+    /// Requests waiting for a round in flight to finish.
     relay_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// Registered with the directory (or on the way), so announcements reach
     /// this room's sockets.
