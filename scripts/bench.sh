@@ -71,6 +71,23 @@ GW_DIRECT=$(runtime_port "$GW_RT" /healthz '"ok"'); JS_DIRECT=$(runtime_port "$J
 log "gateway :$GW_PORT (proxy $GW_PX, runtime $GW_RT on :$GW_DIRECT); js-do :$JS_PORT (proxy $JS_PX, runtime $JS_RT on :$JS_DIRECT); node :$NODE_PORT ($NODE_PID)"
 
 RUN=0
+# settle: waits (at most 30 s) until core 0, which every server shares, is
+# idle (under 10% busy over half a second), so no run is measured while another
+# server still tears down the last run's sockets (workerd lets a closed socket
+# linger up to 10 s). Before this, the first bare-workerd row after the
+# wrangler rows shared the core with that teardown.
+settle() {
+  local a b busy total
+  for _ in $(seq 1 60); do
+    read -r -a a < <(grep '^cpu0 ' /proc/stat)
+    sleep 0.5
+    read -r -a b < <(grep '^cpu0 ' /proc/stat)
+    busy=$(( (b[1] + b[2] + b[3] + b[6] + b[7] + b[8]) - (a[1] + a[2] + a[3] + a[6] + a[7] + a[8]) ))
+    total=$(( busy + (b[4] + b[5]) - (a[4] + a[5]) ))
+    if [ "$total" -gt 0 ] && [ $(( busy * 100 / total )) -lt 10 ]; then return 0; fi
+  done
+  log "core 0 still busy after 30 s; measuring anyway"
+}
 # loadgen PORT PIDS ROUTE CHANNEL N EVENTS RATE PUBLISH_BATCH [uip-bench flags]:
 # one uip-bench run on core 1, its JSON report on stdout.
 loadgen() {
@@ -86,6 +103,7 @@ bench() {
   RUN=$((RUN + 1))
   local extra=(); [ "$cb" = 1 ] && extra+=(--client-batch)
   local line
+  settle
   if line=$(loadgen "$port" "$pids" "$route" "conversation:bench-$RUN" "$n" "$m" "$rate" "$pb" "${extra[@]}"); then
     echo "{\"server\":\"$server\",\"via\":\"$via\",\"route\":\"$route\",\"rate\":$rate,\"publish_batch\":$pb,\"client_batch\":$cb,\"report\":$line}" | tee -a "$OUT"
   else
