@@ -144,6 +144,7 @@ for n in 100 1000; do
     bench gateway bare "$GW_BARE_PORT" "$GW_BARE" direct "$n" "$m" "$rate" 1 0
     bench gateway bare "$GW_BARE_PORT" "$GW_BARE" multiplexed "$n" "$m" "$rate" 10 1
     bench gateway bare "$GW_BARE_PORT" "$GW_BARE" direct "$n" "$m" "$rate" 1 1
+    bench gateway bare "$GW_BARE_PORT" "$GW_BARE" multiplexed "$n" "$m" "$rate" 1 1
     bench js-do bare "$JS_BARE_PORT" "$JS_BARE" direct "$n" "$m" "$rate" 1 0
     bench js-do proxy "$JS_PORT" "$JS_RT,$JS_PX" direct "$n" "$m" "$rate" 1 0
     bench js-do workerd "$JS_DIRECT" "$JS_RT" direct "$n" "$m" "$rate" 1 0
