@@ -1011,7 +1011,7 @@ impl ChannelRoom {
                 self.prune();
                 return appended;
             }
-            Arrival::Lead(_) => {
+            Arrival::Lead => {
                 let gathering = Gathering {
                     room: self,
                     channel,
@@ -1019,7 +1019,7 @@ impl ChannelRoom {
                 glue::yield_once().await;
                 drop(gathering);
             }
-            Arrival::Follow(_) => {}
+            Arrival::Follow => {}
         }
         rx.await
             .unwrap_or_else(|_| Err(ApiError::internal("the gathered write was abandoned")))
@@ -1029,7 +1029,7 @@ impl ChannelRoom {
     /// pass (one implicit transaction), and answers each.
     fn write_gathered(&self, channel: &Channel) {
         let gathered = self.gather.borrow_mut().take();
-        for (_, (events, answer)) in gathered {
+        for (events, answer) in gathered {
             let _ = answer.send(self.append_and_fan_out(channel, events));
         }
         self.prune();

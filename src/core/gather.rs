@@ -9,27 +9,22 @@
 //! order, in one synchronous pass: one commit for the lot. An idle room
 //! stores a request at once, so a lone publish waits for nothing.
 
-/// A request's place in the gathering.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ticket(u64);
-
 /// What a request does with its events.
 #[derive(Debug, PartialEq)]
 pub enum Arrival<T> {
     /// Nothing else is in progress: store them now.
     Now(T),
     /// It leads a gathering: yield once, then `take` and store everything.
-    Lead(Ticket),
+    Lead,
     /// A gathering is open: its leader stores them; wait for its answer.
-    Follow(Ticket),
+    Follow,
 }
 
 /// The requests gathered so far, in arrival order.
 #[derive(Debug)]
 pub struct Gather<T> {
-    waiting: Vec<(Ticket, T)>,
+    waiting: Vec<T>,
     open: bool,
-    next: u64,
 }
 
 impl<T> Default for Gather<T> {
@@ -37,7 +32,6 @@ impl<T> Default for Gather<T> {
         Gather {
             waiting: Vec::new(),
             open: false,
-            next: 0,
         }
     }
 }
@@ -49,20 +43,18 @@ impl<T> Gather<T> {
         if !self.open && !busy {
             return Arrival::Now(item);
         }
-        let ticket = Ticket(self.next);
-        self.next += 1;
-        self.waiting.push((ticket, item));
+        self.waiting.push(item);
         if self.open {
-            Arrival::Follow(ticket)
+            Arrival::Follow
         } else {
             self.open = true;
-            Arrival::Lead(ticket)
+            Arrival::Lead
         }
     }
 
     /// Closes the gathering and hands over what it holds, in arrival order;
     /// the next request to arrive while the room is busy opens a new one.
-    pub fn take(&mut self) -> Vec<(Ticket, T)> {
+    pub fn take(&mut self) -> Vec<T> {
         self.open = false;
         std::mem::take(&mut self.waiting)
     }
@@ -71,10 +63,6 @@ impl<T> Gather<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn items(taken: Vec<(Ticket, &'static str)>) -> Vec<&'static str> {
-        taken.into_iter().map(|(_, i)| i).collect()
-    }
 
     #[test]
     fn a_request_to_an_idle_room_is_stored_at_once() {
@@ -86,41 +74,23 @@ mod tests {
     #[test]
     fn the_first_request_to_a_busy_room_leads_and_later_ones_follow() {
         let mut g = Gather::default();
-        let Arrival::Lead(lead) = g.arrive("a", true) else {
-            panic!("the first arrival leads");
-        };
-        let Arrival::Follow(b) = g.arrive("b", true) else {
-            panic!("a later arrival follows");
-        };
-        assert_ne!(lead, b);
-        assert!(
-            matches!(g.arrive("c", false), Arrival::Follow(_)),
+        assert_eq!(g.arrive("a", true), Arrival::Lead);
+        assert_eq!(g.arrive("b", true), Arrival::Follow);
+        assert_eq!(
+            g.arrive("c", false),
+            Arrival::Follow,
             "an open gathering takes a request even once the room looks idle"
         );
-        assert_eq!(items(g.take()), vec!["a", "b", "c"]);
+        assert_eq!(g.take(), vec!["a", "b", "c"]);
     }
 
     #[test]
     fn taking_closes_the_gathering() {
         let mut g = Gather::default();
-        assert!(matches!(g.arrive("a", true), Arrival::Lead(_)));
-        assert_eq!(items(g.take()), vec!["a"]);
+        assert_eq!(g.arrive("a", true), Arrival::Lead);
+        assert_eq!(g.take(), vec!["a"]);
         assert_eq!(g.arrive("b", false), Arrival::Now("b"));
-        assert!(matches!(g.arrive("c", true), Arrival::Lead(_)));
-        assert_eq!(items(g.take()), vec!["c"]);
-    }
-
-    #[test]
-    fn tickets_name_their_own_items() {
-        let mut g = Gather::default();
-        let tickets: Vec<Ticket> = ["a", "b", "c"]
-            .into_iter()
-            .map(|i| match g.arrive(i, true) {
-                Arrival::Lead(t) | Arrival::Follow(t) => t,
-                Arrival::Now(_) => panic!("a busy room gathers"),
-            })
-            .collect();
-        let taken = g.take();
-        assert_eq!(taken.iter().map(|(t, _)| *t).collect::<Vec<_>>(), tickets);
+        assert_eq!(g.arrive("c", true), Arrival::Lead);
+        assert_eq!(g.take(), vec!["c"]);
     }
 }
