@@ -27,8 +27,13 @@ pub const WAIT: Duration = Duration::from_secs(15);
 /// Longest wait for a gateway to come up (the first start may build).
 const START_WAIT: Duration = Duration::from_secs(180);
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+/// The project root. Read when the test runs (cargo sets it for every test
+/// binary), not when it was built: a binary reused from a build of another
+/// clone sharing the target cache would otherwise run that clone's gateway.
+pub fn root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 fn free_port() -> u16 {

@@ -9,7 +9,7 @@ const MAX_GZIP_KIB: f64 = 1024.0;
 
 #[test]
 fn the_worker_bundles_for_deploy_and_gzips_under_one_mebibyte() {
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = crate::common::root();
     let outdir = root
         .join("tests/.state")
         .join(format!("deploy-{}", std::process::id()));
