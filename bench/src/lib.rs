@@ -61,6 +61,9 @@ pub struct Report {
     pub publish_errors: u64,
     pub deliveries: u64,
     pub deliveries_per_s: f64,
+    /// Deliveries per frame that carried any (1 for plain clients; how much
+    /// `?batch=1` gathered).
+    pub events_per_frame: f64,
     pub lost: u64,
     pub duplicated: u64,
     pub p50_ms: f64,
@@ -117,6 +120,8 @@ struct Seen {
 struct Shared {
     latency: Mutex<Histogram<u64>>,
     deliveries: AtomicU64,
+    /// Frames that carried at least one new event of the run's channel.
+    frames: AtomicU64,
 }
 
 fn ws_url(cfg: &RunConfig) -> String {
@@ -168,6 +173,7 @@ fn record(text: &str, channel: &str, seen: &mut Seen, shared: &Shared) {
         _ => vec![&v],
     };
     let now = now_us();
+    let mut fresh = false;
     for e in events {
         if e["channel"] != channel {
             continue;
@@ -179,10 +185,14 @@ fn record(text: &str, channel: &str, seen: &mut Seen, shared: &Shared) {
             seen.duplicates += 1;
             continue;
         }
+        fresh = true;
         shared.deliveries.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut h) = shared.latency.lock() {
             let _ = h.record(now.saturating_sub(sent).max(1));
         }
+    }
+    if fresh {
+        shared.frames.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -196,6 +206,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, String> {
             Histogram::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?,
         ),
         deliveries: AtomicU64::new(0),
+        frames: AtomicU64::new(0),
     });
 
     // Phase 1: connect, 64 handshakes in flight at a time. Each subscriber
@@ -352,6 +363,7 @@ pub async fn run(cfg: RunConfig) -> Result<Report, String> {
         publish_errors: errors.load(Ordering::Relaxed),
         deliveries,
         deliveries_per_s: deliveries as f64 / deliver_s.max(1e-9),
+        events_per_frame: deliveries as f64 / shared.frames.load(Ordering::Relaxed).max(1) as f64,
         lost,
         duplicated,
         p50_ms: ms(h.value_at_quantile(0.50)),
