@@ -1137,6 +1137,13 @@ impl ChannelRoom {
     /// slot sends everything queued so far (`core::relay`); the others wait,
     /// so a busy room makes one call per hub per round.
     async fn relay_to_hubs(&self, channel: &Channel, ticket: Ticket) -> Vec<(usize, u64)> {
+        // A busy room yields once first, so the events that writes store
+        // meanwhile join this round, as they join the room's own batch
+        // frames: a hub's `?batch=1` frame carries one round, and every round
+        // costs a call per hub. An idle room sends at once.
+        if self.publishing.get() > 1 {
+            glue::yield_once().await;
+        }
         loop {
             let turn = self.relay.borrow_mut().turn(ticket);
             match turn {
