@@ -994,6 +994,13 @@ impl ChannelRoom {
         Ok(results)
     }
 
+    /// Whether a publish other than the caller's is in progress (each
+    /// counts itself in `publishing`): the room is busy, so what arrives
+    /// gathers.
+    fn others_publishing(&self) -> bool {
+        self.publishing.get() > 1
+    }
+
     /// Stores a request's events: at once in an idle room; in a busy one,
     /// after one yield, together with every request that arrived meanwhile,
     /// so they share one commit (`core::gather`).
@@ -1003,7 +1010,7 @@ impl ChannelRoom {
         events: Vec<PublishEvent>,
     ) -> ApiResult<Appended> {
         let (tx, rx) = oneshot::channel();
-        let busy = self.publishing.get() > 1;
+        let busy = self.others_publishing();
         let arrival = self.gather.borrow_mut().arrive((events, tx), busy);
         match arrival {
             Arrival::Now((events, _)) => {
@@ -1141,7 +1148,7 @@ impl ChannelRoom {
         // meanwhile join this round, as they join the room's own batch
         // frames: a hub's `?batch=1` frame carries one round, and every round
         // costs a call per hub. An idle room sends at once.
-        if self.publishing.get() > 1 {
+        if self.others_publishing() {
             glue::yield_once().await;
         }
         loop {
