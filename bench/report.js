@@ -14,7 +14,7 @@ for (const { server, via, route, rate, publish_batch, client_batch, round, repor
 const bare = (round, server, route, n, rate, clientBatch = 0) =>
   rows.find((r) => (r.round || 1) === round && r.via === 'bare' && r.server === server && r.route === route &&
     r.report.sockets === n && r.rate === rate && r.publish_batch === 1 && r.client_batch === clientBatch)?.report;
-const rounds = [...new Set(rows.map((r) => r.round || 1))].sort();
+const rounds = [...new Set(rows.map((r) => r.round || 1))].sort((a, b) => a - b);
 const median = (xs) => {
   const s = xs.filter((x) => x !== undefined && Number.isFinite(x)).sort((a, b) => a - b);
   if (!s.length) return undefined;

@@ -177,14 +177,12 @@ for ROUND in 2 3; do
   bench gateway bare "$GW_BARE_PORT" "$GW_BARE" multiplexed 100 "$(events 100 20)" 20 1 0
   bench gateway bare "$GW_BARE_PORT" "$GW_BARE" direct 100 "$(events 100 20)" 20 1 0
   bench gateway bare "$GW_BARE_PORT" "$GW_BARE" multiplexed 1000 "$(events 1000 20)" 20 1 0
-  for n in 100 1000; do
-    for rate in 100 0; do
-      [ "$n/$rate" = 100/100 ] && continue
-      m=$(events "$n" "$rate")
-      bench gateway bare "$GW_BARE_PORT" "$GW_BARE" multiplexed "$n" "$m" "$rate" 1 0
-      bench gateway bare "$GW_BARE_PORT" "$GW_BARE" direct "$n" "$m" "$rate" 1 0
-      bench js-do bare "$JS_BARE_PORT" "$JS_BARE" direct "$n" "$m" "$rate" 1 0
-    done
+  for pair in 100/0 1000/100 1000/0; do
+    n="${pair%/*}" rate="${pair#*/}"
+    m=$(events "$n" "$rate")
+    bench gateway bare "$GW_BARE_PORT" "$GW_BARE" multiplexed "$n" "$m" "$rate" 1 0
+    bench gateway bare "$GW_BARE_PORT" "$GW_BARE" direct "$n" "$m" "$rate" 1 0
+    bench js-do bare "$JS_BARE_PORT" "$JS_BARE" direct "$n" "$m" "$rate" 1 0
   done
   bench gateway bare "$GW_BARE_PORT" "$GW_BARE" multiplexed 1000 "$(events 1000 0)" 0 1 1
   bench gateway bare "$GW_BARE_PORT" "$GW_BARE" direct 1000 "$(events 1000 0)" 0 1 1
