@@ -38,7 +38,7 @@ use crate::core::internal::{
     AttachRequest, AttachResponse, DeliverRequest, DeliverResponse, Delivered, DetachRequest,
     HubRoute, HubStats, MembersRequest, MembersResponse, PresenceChangeRequest,
     PresenceFrameRequest, Registration, ReplayRequest, ReplayResponse, RoomRoute, SystemResponse,
-    CHANNEL_HEADER, CLAIMS_HEADER, HUB_HEADER, ROOM_BINDING,
+    CHANNEL_HEADER, CLAIMS_HEADER, HUB_HEADER, HUB_SOCKETS_HEADER, ROOM_BINDING,
 };
 use crate::core::metrics::Route;
 use crate::core::presence;
@@ -267,7 +267,12 @@ impl Hub {
             Some(claims) => self.authenticate(&ws, &mut session, &claims, true).await,
             None => await_auth(&self.state, &ws, &session, &self.config).await,
         }
-        Response::from_websocket(pair.client)
+        let mut answer = Response::from_websocket(pair.client)?;
+        answer.headers_mut().set(
+            HUB_SOCKETS_HEADER,
+            &glue::socket_count(&self.state).to_string(),
+        )?;
+        Ok(answer)
     }
 
     async fn authenticate(

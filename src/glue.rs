@@ -239,6 +239,16 @@ extern "C" {
 
     #[wasm_bindgen(method, js_name = getWebSocketAutoResponseTimestamp)]
     fn auto_response_timestamp(this: &RawState, ws: &web_sys::WebSocket) -> JsValue;
+
+    #[wasm_bindgen(method, js_name = getWebSockets)]
+    fn raw_websockets(this: &RawState) -> js_sys::Array;
+}
+
+/// How many sockets the object holds, counted without wrapping each one
+/// (`State::get_websockets` converts every socket; a hub asks on each upgrade).
+pub fn socket_count(state: &State) -> u32 {
+    let raw: &RawState = state.as_raw().unchecked_ref();
+    raw.raw_websockets().length()
 }
 
 /// When the runtime last answered this socket's ping for us, if ever.

@@ -2,7 +2,9 @@
 //! and forwards to the channel's Durable Object.
 
 use crate::telemetry::{self, log_error};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use futures::future::join_all;
 use worker::{event, Context, Env, Headers, Method, Request, RequestInit, Response, Result};
@@ -14,9 +16,10 @@ use crate::core::config::Config;
 use crate::core::error::{to_json, ApiError, ErrorCode};
 use crate::core::internal::{
     hub_name, DirectoryRoute, HubRoute, HubStats, RoomRoute, RoomStats, RoomsResponse,
-    SystemResponse, CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING, HUB_HEADER,
+    SystemResponse, CHANNEL_HEADER, CLAIMS_HEADER, HUB_BINDING, HUB_HEADER, HUB_SOCKETS_HEADER,
 };
 use crate::core::metrics::{self, ChannelCounts, Counters, Gauges};
+use crate::core::placement::Placement;
 use crate::core::protocol::{parse_publish, PublishEvent, PublishResult, MAX_FRAME_BYTES};
 use crate::core::publish;
 use crate::core::refusal::Refusal;
@@ -262,26 +265,75 @@ async fn channel_socket(req: Request, env: &Env, raw: &str) -> Result<Response> 
     }
 }
 
-/// `GET /ws`: a multiplexed socket, held by a hub shard picked at random so
-/// sockets spread evenly.
+/// `GET /ws`: a multiplexed socket, held by the hub shard `core::placement`
+/// picks (shards fill in order, so a small deployment's channels reach one hub).
 async fn hub_socket(req: Request, env: &Env) -> Result<Response> {
     if !is_upgrade(&req) {
         return upgrade_required();
     }
     let config = glue::config(env);
-    let shard = (js_sys::Math::random() * f64::from(config.hub_shards)) as u32 % config.hub_shards;
-    let name = hub_name(shard);
     let headers = Headers::new();
-    headers.set(HUB_HEADER, &name)?;
-    match forward_upgrade(&req, env, headers, None).await? {
-        Ok(forwarded) => {
-            env.durable_object(HUB_BINDING)?
-                .get_by_name(&name)?
-                .fetch_with_request(forwarded)
-                .await
+    let forwarded = match forward_upgrade(&req, env, headers, None).await? {
+        Ok(forwarded) => forwarded,
+        Err(refusal) => return Ok(refusal),
+    };
+    let mut placed = Placed::new(config);
+    let name = hub_name(placed.shard);
+    forwarded.headers().set(HUB_HEADER, &name)?;
+    let answer = env
+        .durable_object(HUB_BINDING)?
+        .get_by_name(&name)?
+        .fetch_with_request(forwarded)
+        .await?;
+    placed.sockets = answer
+        .headers()
+        .get(HUB_SOCKETS_HEADER)?
+        .and_then(|n| n.parse().ok());
+    Ok(answer)
+}
+
+/// A socket placed on a hub shard. Dropped, it tells the placement what the
+/// hub answered: its socket count, or nothing when the upgrade failed or was
+/// abandoned, so no upgrade stays pending.
+struct Placed {
+    config: Rc<Config>,
+    shard: u32,
+    sockets: Option<u32>,
+}
+
+impl Placed {
+    fn new(config: Rc<Config>) -> Self {
+        let shard = with_placement(&config, |p| p.pick(now_ms(), js_sys::Math::random()));
+        Placed {
+            config,
+            shard,
+            sockets: None,
         }
-        Err(refusal) => Ok(refusal),
     }
+}
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        with_placement(&self.config, |p| {
+            p.answered(self.shard, self.sockets, now_ms())
+        });
+    }
+}
+
+/// This isolate's view of the hub shards (`core::placement`), made anew when
+/// the settings differ from the ones it was made for.
+fn with_placement<T>(config: &Config, f: impl FnOnce(&mut Placement) -> T) -> T {
+    thread_local! {
+        static PLACEMENT: RefCell<Option<Placement>> = const { RefCell::new(None) };
+    }
+    PLACEMENT.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let view = match slot.take() {
+            Some(p) if p.fits(config.hub_shards, config.hub_fill) => p,
+            _ => Placement::new(config.hub_shards, config.hub_fill),
+        };
+        f(slot.insert(view))
+    })
 }
 
 /// What `/v1/stats` and `/metrics` report, gathered from every hub and from

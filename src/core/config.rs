@@ -32,6 +32,9 @@ pub struct Config {
     pub keepalive_s: u32,
     /// Hub shards that hold `/ws` sockets (`HUB_SHARDS`).
     pub hub_shards: u32,
+    /// Sockets a hub shard takes before new `/ws` sockets go to the next
+    /// (`HUB_FILL`; 0 spreads them at random). See `core::placement`.
+    pub hub_fill: u32,
     /// Publish requests one channel works on at once before it answers 503
     /// `OVERLOADED` (`PUBLISH_QUEUE_MAX`).
     pub publish_queue_max: usize,
@@ -69,6 +72,7 @@ impl Default for Config {
             heartbeat_timeout_s: 90,
             keepalive_s: 45,
             hub_shards: 4,
+            hub_fill: 256,
             publish_queue_max: 64,
             test_drop_hub_delivery_every: 0,
             commands: vec!["stream_control".to_owned()],
@@ -116,6 +120,7 @@ impl Config {
             heartbeat_timeout_s: num(lookup("HEARTBEAT_TIMEOUT_S"), d.heartbeat_timeout_s).max(1),
             keepalive_s: num(lookup("KEEPALIVE_S"), d.keepalive_s).max(1),
             hub_shards: num(lookup("HUB_SHARDS"), d.hub_shards).clamp(1, 1024),
+            hub_fill: num(lookup("HUB_FILL"), d.hub_fill),
             publish_queue_max: num(lookup("PUBLISH_QUEUE_MAX"), d.publish_queue_max).max(1),
             test_drop_hub_delivery_every: num(
                 lookup("TEST_DROP_HUB_DELIVERY_EVERY"),

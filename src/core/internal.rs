@@ -16,6 +16,9 @@ pub const CLAIMS_HEADER: &str = "x-uip-claims";
 pub const CHANNEL_HEADER: &str = "x-uip-channel";
 /// Header naming a hub to itself, so it can register with rooms.
 pub const HUB_HEADER: &str = "x-uip-hub";
+/// Header on a hub's answer to an upgrade: the sockets it now holds, which
+/// the Worker's `core::placement` places the next sockets by.
+pub const HUB_SOCKETS_HEADER: &str = "x-uip-hub-sockets";
 /// Binding of the ChannelRoom namespace.
 pub const ROOM_BINDING: &str = "CHANNEL_ROOM";
 /// Binding of the Hub namespace.

@@ -17,6 +17,7 @@ pub mod internal;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod placement;
 pub mod presence;
 pub mod protocol;
 pub mod publish;

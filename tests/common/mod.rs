@@ -250,13 +250,18 @@ pub fn quiet_gateway() -> &'static Gateway {
 }
 
 /// A shared gateway whose rooms drop every third push to a hub, as if the
-/// call had failed (the test-only fault `TEST_DROP_HUB_DELIVERY_EVERY`).
+/// call had failed (the test-only fault `TEST_DROP_HUB_DELIVERY_EVERY`), with
+/// sockets spread at random over two hubs.
 pub fn faulty_gateway() -> &'static Gateway {
     static GW: OnceLock<Gateway> = OnceLock::new();
     GW.get_or_init(|| {
         Gateway::start(
             &state_dir("faulty"),
-            &[("TEST_DROP_HUB_DELIVERY_EVERY", "3"), ("HUB_SHARDS", "2")],
+            &[
+                ("TEST_DROP_HUB_DELIVERY_EVERY", "3"),
+                ("HUB_SHARDS", "2"),
+                ("HUB_FILL", "0"),
+            ],
         )
     })
 }
@@ -916,8 +921,9 @@ impl CommandBackend {
     }
 }
 
-/// A gateway with a command backend, a 1 s command timeout, two hubs (so
-/// presence spans hubs) and presence for `conversation:` channels.
+/// A gateway with a command backend, a 1 s command timeout, two hubs that
+/// sockets spread over at random (so presence spans hubs) and presence for
+/// `conversation:` channels.
 pub fn two_way_gateway() -> &'static (CommandBackend, Gateway) {
     static GW: OnceLock<(CommandBackend, Gateway)> = OnceLock::new();
     GW.get_or_init(|| {
@@ -930,6 +936,7 @@ pub fn two_way_gateway() -> &'static (CommandBackend, Gateway) {
                 ("COMMAND_SECRET", COMMAND_SECRET),
                 ("COMMAND_TIMEOUT_MS", timeout.as_str()),
                 ("HUB_SHARDS", "2"),
+                ("HUB_FILL", "0"),
                 ("PRESENCE_NAMESPACES", "conversation"),
             ],
         );

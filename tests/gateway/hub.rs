@@ -469,3 +469,36 @@ async fn a_hub_woken_from_hibernation_delivers_the_next_event_once_and_keeps_its
     let (_, stats) = get(gw, "/v1/stats", Some(&sub_token())).await;
     assert_eq!(stats["channels"][&chat]["delivered"], 2, "{stats}");
 }
+
+/// A gateway of its own with three hub shards that take two sockets each
+/// before the next: placement depends on every socket, so no other test may
+/// connect here.
+fn filling_gateway() -> &'static Gateway {
+    static GW: std::sync::OnceLock<Gateway> = std::sync::OnceLock::new();
+    GW.get_or_init(|| {
+        Gateway::start(
+            &state_dir("filling"),
+            &[("HUB_SHARDS", "3"), ("HUB_FILL", "2")],
+        )
+    })
+}
+
+#[tokio::test]
+async fn sockets_fill_one_hub_shard_before_the_next_and_then_spread() {
+    let gw = filling_gateway();
+    let t = sub_token();
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(Client::multiplexed(gw, &t).await);
+    }
+    let hubs: Vec<&str> = clients.iter().filter_map(Client::hub).collect();
+    assert_eq!(hubs, ["hub-0", "hub-0", "hub-1", "hub-1", "hub-2", "hub-2"]);
+    // Every shard holds its share now: the next ones spread at random (all
+    // twelve on one shard would happen about once in 180,000 runs).
+    let mut more = Vec::new();
+    for _ in 0..12 {
+        more.push(Client::multiplexed(gw, &t).await);
+    }
+    let spread: std::collections::BTreeSet<&str> = more.iter().filter_map(Client::hub).collect();
+    assert!(spread.len() >= 2, "twelve sockets all landed on {spread:?}");
+}

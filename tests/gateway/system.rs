@@ -8,9 +8,15 @@ use serde_json::json;
 use crate::common::*;
 
 /// A gateway of its own: the status is global, so no other test may see it.
+/// Sockets spread at random over its two hubs.
 fn status_gateway() -> &'static Gateway {
     static GW: OnceLock<Gateway> = OnceLock::new();
-    GW.get_or_init(|| Gateway::start(&state_dir("status"), &[("HUB_SHARDS", "2")]))
+    GW.get_or_init(|| {
+        Gateway::start(
+            &state_dir("status"),
+            &[("HUB_SHARDS", "2"), ("HUB_FILL", "0")],
+        )
+    })
 }
 
 #[tokio::test]
