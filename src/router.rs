@@ -320,19 +320,15 @@ impl Drop for Placed {
     }
 }
 
-/// This isolate's view of the hub shards (`core::placement`), made anew when
-/// the settings differ from the ones it was made for.
+/// This isolate's view of the hub shards (`core::placement`), made on first
+/// use from the isolate's settings, which never change while it lives.
 fn with_placement<T>(config: &Config, f: impl FnOnce(&mut Placement) -> T) -> T {
     thread_local! {
         static PLACEMENT: RefCell<Option<Placement>> = const { RefCell::new(None) };
     }
     PLACEMENT.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let view = match slot.take() {
-            Some(p) if p.fits(config.hub_shards, config.hub_fill) => p,
-            _ => Placement::new(config.hub_shards, config.hub_fill),
-        };
-        f(slot.insert(view))
+        f(slot.get_or_insert_with(|| Placement::new(config.hub_shards, config.hub_fill)))
     })
 }
 
